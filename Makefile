@@ -1,0 +1,53 @@
+# The targets README and CI use. Each creates .venv and installs what is missing.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+HOST    ?= 127.0.0.1
+PORT    ?= 8000
+
+.PHONY: run test bench bench-smoke models lint format clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# Service only (what the api image has): no torch.
+$(VENV)/.service-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+# Everything: service, export extras (torch==2.13.0, CPU), dev tools.
+$(VENV)/.all-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[export,dev]'
+	touch $@ $(VENV)/.service-installed
+
+run: $(VENV)/.service-installed
+	@echo "actlab: serving models/ on http://$(HOST):$(PORT)"
+	@echo "  API docs:  http://$(HOST):$(PORT)/docs"
+	@echo "  models:    http://$(HOST):$(PORT)/v1/models"
+	@echo "  ready:     http://$(HOST):$(PORT)/health/ready"
+	$(BIN)/uvicorn service.app:create_app --factory --host $(HOST) --port $(PORT) --timeout-graceful-shutdown 20
+
+test: $(VENV)/.all-installed
+	$(BIN)/python -m pytest
+
+bench: $(VENV)/.all-installed
+	$(BIN)/python -m bench
+
+bench-smoke: $(VENV)/.all-installed
+	$(BIN)/python -m bench --smoke
+
+models: $(VENV)/.all-installed
+	$(BIN)/python -m export defaults
+
+lint: $(VENV)/.all-installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(VENV)/.all-installed
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

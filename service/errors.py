@@ -1,0 +1,141 @@
+"""One error type, one JSON shape.
+
+Every error a client sees is ``{"error": {"code": "<stable_code>", "message": "<safe text>"}}``
+with the matching HTTP status (the /v2 Open Inference Protocol routes render the same errors as
+``{"error": "<message>"}``, the protocol's shape). Messages are written for the client: they say
+what was wrong and what is allowed, and never carry a traceback, a file path, a library version
+or the client's own input echoed back.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("actlab.errors")
+
+
+class ServiceError(Exception):
+    """Base of every error the service reports to a client."""
+
+    status: int = 500
+    code: str = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+        if code is not None:
+            self.code = code
+        self.headers = headers or {}
+
+
+class BadRequest(ServiceError):
+    status, code = 400, "bad_request"
+
+
+class InvalidImage(ServiceError):
+    status, code = 400, "invalid_image"
+
+
+class Unauthorized(ServiceError):
+    status, code = 401, "unauthorized"
+
+
+class NotFound(ServiceError):
+    status, code = 404, "not_found"
+
+
+class PayloadTooLarge(ServiceError):
+    status, code = 413, "payload_too_large"
+
+
+class UnsupportedMediaType(ServiceError):
+    status, code = 415, "unsupported_media_type"
+
+
+class Unprocessable(ServiceError):
+    status, code = 422, "invalid_request"
+
+
+class Unavailable(ServiceError):
+    """Not ready, or over the concurrency limit: the client should retry later."""
+
+    status, code = 503, "unavailable"
+
+    def __init__(self, message: str, *, retry_after: int = 1, code: str | None = None) -> None:
+        super().__init__(message, code=code, headers={"Retry-After": str(retry_after)})
+
+
+class DeadlineExceeded(ServiceError):
+    status, code = 504, "deadline_exceeded"
+
+
+def error_body(error: ServiceError, *, protocol: str = "v1") -> dict[str, object]:
+    if protocol == "v2":
+        return {"error": error.message}
+    return {"error": {"code": error.code, "message": error.message}}
+
+
+def _protocol_of(request: Request) -> str:
+    return "v2" if request.url.path.startswith("/v2") else "v1"
+
+
+def render(request: Request, error: ServiceError) -> JSONResponse:
+    return JSONResponse(
+        error_body(error, protocol=_protocol_of(request)),
+        status_code=error.status,
+        headers=error.headers,
+    )
+
+
+def _describe_validation(exc: RequestValidationError) -> str:
+    """Field locations and messages only: never the offending input itself."""
+    parts = []
+    for err in exc.errors()[:10]:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
+    return "invalid request: " + "; ".join(parts)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Render every error (ours, FastAPI's validation, Starlette's HTTP, unexpected) the same way."""
+
+    @app.exception_handler(ServiceError)
+    async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        return render(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        status = 400 if _protocol_of(request) == "v2" else 422
+        return render(request, Unprocessable(_describe_validation(exc), status=status))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        message = {404: "no such route", 405: "method not allowed on this route"}.get(
+            exc.status_code, "request failed"
+        )
+        return render(
+            request,
+            ServiceError(
+                message, status=exc.status_code, code=codes.get(exc.status_code, "http_error")
+            ),
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return render(request, ServiceError("internal error; the request was not completed"))
