@@ -1,0 +1,214 @@
+"""The FastAPI application: ``uvicorn service.app:create_app --factory``.
+
+Models load in the lifespan, in a background thread, so ``/health/live`` answers at once and
+``/health/ready`` turns 200 when every startup model is warm. SIGHUP (and optional polling)
+reloads the repository off the event loop. Middleware, outermost first: metrics → CORS →
+API key → body size limit → the routes (errors rendered by ``service.errors``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from service.auth import ApiKeyMiddleware
+from service.errors import ServiceError, install_error_handlers
+from service.limits import BodySizeLimitMiddleware
+from service.metrics import Metrics, MetricsMiddleware
+from service.registry import ModelRegistry
+from service.repository import repository_fingerprint
+from service.routes import ROUTERS
+from service.settings import Settings
+from service.workers import InferenceExecutor
+
+log = logging.getLogger("actlab.app")
+
+DESCRIPTION = """\
+Classify images with ResNet models built on any activation function, evaluate activation
+functions, and look inside a model's activations. Every error is
+`{"error": {"code": "<stable code>", "message": "<what was wrong and what is allowed>"}}`.
+If the server has an API key, send `Authorization: Bearer <key>` or `X-API-Key: <key>` on every
+route except `/health/*` and these docs.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings if settings is not None else Settings()
+    app = FastAPI(
+        title="actlab",
+        version="1",
+        description=DESCRIPTION,
+        lifespan=_lifespan,
+    )
+    app.state.settings = settings
+    app.state.registry = ModelRegistry(settings)
+    app.state.metrics = Metrics()
+    app.state.executor = None
+    for router in ROUTERS:
+        app.include_router(router)
+    install_error_handlers(app)
+    _count_rejections(app, app.state.metrics)
+
+    reject = _rejection_counter(app.state.metrics)
+    app.add_middleware(
+        BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes, on_reject=reject
+    )
+    if settings.api_key:
+        app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key, on_reject=reject)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type"],
+            max_age=600,
+        )
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    return app
+
+
+def _rejection_counter(metrics: Metrics) -> Callable[[str], None]:
+    def count(reason: str) -> None:
+        metrics.rejections.labels(reason).inc()
+
+    return count
+
+
+def _count_rejections(app: FastAPI, metrics: Metrics) -> None:
+    """Wrap the installed error handlers so every rendered error counts as a rejection."""
+
+    def reason_of(exc: Exception, response: Response) -> str:
+        if isinstance(exc, ServiceError):
+            return exc.code
+        if isinstance(exc, RequestValidationError):
+            return "invalid_request"
+        if isinstance(exc, StarletteHTTPException):
+            return {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return "internal_error"
+
+    Handler = Callable[[Request, Any], Awaitable[Response]]
+
+    def wrap(handler: Handler) -> Handler:
+        async def counted(request: Request, exc: Exception) -> Response:
+            response = await handler(request, exc)
+            metrics.rejections.labels(reason_of(exc, response)).inc()
+            return response
+
+        return counted
+
+    for key, handler in list(app.exception_handlers.items()):
+        app.exception_handlers[key] = wrap(handler)
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    registry: ModelRegistry = app.state.registry
+    metrics: Metrics = app.state.metrics
+    app.state.executor = InferenceExecutor(settings.max_concurrency, settings.inference_timeout_s)
+    reloader = Reloader(registry, metrics)
+    app.state.reloader = reloader
+    loop = asyncio.get_running_loop()
+    startup = loop.run_in_executor(None, reloader.startup)
+    sighup = _install_sighup(loop, reloader)
+    poller = asyncio.create_task(_poll(reloader, settings)) if settings.reload_poll_s > 0 else None
+    try:
+        yield
+    finally:
+        if poller is not None:
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller
+        if sighup:
+            loop.remove_signal_handler(signal.SIGHUP)
+        with contextlib.suppress(Exception):
+            await startup
+        app.state.executor.shutdown()
+
+
+def _install_sighup(loop: asyncio.AbstractEventLoop, reloader: Reloader) -> bool:
+    try:
+        loop.add_signal_handler(signal.SIGHUP, reloader.request_reload)
+    except (NotImplementedError, RuntimeError, ValueError):
+        log.info("SIGHUP reload unavailable here (not the main thread); polling still works")
+        return False
+    return True
+
+
+async def _poll(reloader: Reloader, settings: Settings) -> None:
+    loop = asyncio.get_running_loop()
+    seen = await loop.run_in_executor(None, repository_fingerprint, settings.models_dir)
+    while True:
+        await asyncio.sleep(settings.reload_poll_s)
+        now = await loop.run_in_executor(None, repository_fingerprint, settings.models_dir)
+        if now != seen:
+            seen = now
+            reloader.request_reload()
+
+
+class Reloader:
+    """Runs reloads on one background thread; requests arriving during a reload coalesce."""
+
+    def __init__(self, registry: ModelRegistry, metrics: Metrics) -> None:
+        self.registry = registry
+        self.metrics = metrics
+        self._pending = False
+        self._lock = threading.Lock()
+        self._worker: threading.Thread | None = None
+
+    def startup(self) -> None:
+        try:
+            report = self.registry.load_startup_models()
+            self.metrics.reloads.labels("startup").inc()
+            log.info(
+                "startup: serving %s; skipped %d",
+                ", ".join(report.loaded) or "nothing",
+                len(report.skipped),
+            )
+        except Exception:
+            log.exception("startup model loading failed")
+        finally:
+            self.metrics.models_loaded.set(len(self.registry.names()))
+
+    def request_reload(self) -> None:
+        with self._lock:
+            self._pending = True
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._run, name="reload", daemon=True)
+                self._worker.start()
+
+    def _run(self) -> None:
+        self.registry.startup_done.wait()
+        while True:
+            with self._lock:
+                if not self._pending:
+                    self._worker = None
+                    return
+                self._pending = False
+            try:
+                report = self.registry.reload()
+                outcome = "failed" if report.skipped and not report.loaded else "ok"
+                self.metrics.reloads.labels(outcome).inc()
+                log.info(
+                    "reload: loaded %s, unchanged %d, removed %s, skipped %d",
+                    ", ".join(report.loaded) or "nothing",
+                    len(report.unchanged),
+                    ", ".join(report.removed) or "nothing",
+                    len(report.skipped),
+                )
+            except Exception:
+                self.metrics.reloads.labels("error").inc()
+                log.exception("reload failed; the previous models keep serving")
+            self.metrics.models_loaded.set(len(self.registry.names()))

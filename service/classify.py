@@ -1,0 +1,136 @@
+"""Classify image bytes with one model: decode → preprocess → run → top-k.
+
+``classify_images`` is the one function every classify-like route calls (``/v1/.../classify``,
+the analysis helper's compare, the ``/v2`` protocol routes). It is synchronous and CPU-bound: call
+it from a worker thread, never on the event loop. A ``Deadline`` stops it between steps and
+stops onnxruntime mid-run (``RunOptions.terminate``) when the request's time is up.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+from numpy.typing import NDArray
+
+from service.errors import DeadlineExceeded
+from service.imaging import (
+    DecodeLimits,
+    decode_image,
+    draft_size,
+    normalisation_table,
+    preprocess_into,
+)
+from service.runtime import ModelRuntime
+
+DEFAULT_TOP_K = 5
+
+
+class Deadline:
+    """A point in time after which the request's work is abandoned (→ 504)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.expires_at = time.monotonic() + seconds
+        self.run_options = ort.RunOptions()
+
+    def expire(self) -> None:
+        """Called from another thread when the deadline passes: stops a running inference."""
+        self.run_options.terminate = True
+
+    def check(self) -> None:
+        if self.run_options.terminate or time.monotonic() > self.expires_at:
+            self.run_options.terminate = True
+            raise DeadlineExceeded(
+                f"the request took longer than the {self.seconds:g} s inference deadline"
+            )
+
+
+@dataclass(frozen=True)
+class Timings:
+    decode_ms: float
+    preprocess_ms: float
+    inference_ms: float
+    total_ms: float
+
+    def as_json(self) -> dict[str, float]:
+        return {
+            "decode": round(self.decode_ms, 3),
+            "preprocess": round(self.preprocess_ms, 3),
+            "inference": round(self.inference_ms, 3),
+            "total": round(self.total_ms, 3),
+        }
+
+
+@dataclass(frozen=True)
+class Classification:
+    """The outcome for one batch; arrays are [N, num_classes] float32."""
+
+    model: ModelRuntime
+    logits: NDArray[np.float32]
+    probabilities: NDArray[np.float32]
+    timings: Timings
+
+    def top_k(self, k: int) -> list[list[dict[str, object]]]:
+        """Per image, the ``k`` most probable classes (clamped to the class count), best first."""
+        labels = self.model.card.labels
+        k = max(1, min(k, len(labels)))
+        ranked = np.argsort(-self.probabilities, axis=1, kind="stable")[:, :k]
+        return [
+            [
+                {"label": labels[i], "index": i, "probability": p}
+                for i, p in zip(row.tolist(), probs[row].tolist(), strict=True)
+            ]
+            for row, probs in zip(ranked, self.probabilities, strict=True)
+        ]
+
+    def as_json(self, *, top_k: int = DEFAULT_TOP_K, include_probabilities: bool = False) -> dict:
+        predictions: list[dict[str, object]] = [{"top_k": row} for row in self.top_k(top_k)]
+        if include_probabilities:
+            for prediction, vector in zip(predictions, self.probabilities.tolist(), strict=True):
+                prediction["probabilities"] = vector
+        return {
+            "model": self.model.name,
+            "version": self.model.version,
+            "predictions": predictions,
+            "timings_ms": self.timings.as_json(),
+        }
+
+
+def classify_images(
+    model: ModelRuntime,
+    images: Sequence[bytes],
+    limits: DecodeLimits,
+    *,
+    deadline: Deadline | None = None,
+) -> Classification:
+    """Decode and preprocess every image into one batch and run it; errors are ServiceErrors."""
+    started = time.perf_counter()
+    card = model.card
+    height, width = card.input_size
+    min_size = draft_size(card)
+    decoded = []
+    for data in images:
+        decoded.append(decode_image(data, limits, min_size=min_size))
+        if deadline is not None:
+            deadline.check()
+    decoded_at = time.perf_counter()
+    batch = np.empty((len(decoded), 3, height, width), dtype=np.float32)
+    table = normalisation_table(card)
+    for slot, image in enumerate(decoded):
+        preprocess_into(image, card, batch[slot], table)
+    preprocessed_at = time.perf_counter()
+    if deadline is not None:
+        deadline.check()
+    logits, probabilities = model.run(batch, deadline.run_options if deadline else None)
+    finished = time.perf_counter()
+    timings = Timings(
+        decode_ms=(decoded_at - started) * 1e3,
+        preprocess_ms=(preprocessed_at - decoded_at) * 1e3,
+        inference_ms=(finished - preprocessed_at) * 1e3,
+        total_ms=(finished - started) * 1e3,
+    )
+    return Classification(model, logits, probabilities, timings)

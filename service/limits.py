@@ -1,0 +1,125 @@
+"""Request limits: body size (enforced while the body streams) and in-flight inference work.
+
+``BodySizeLimitMiddleware`` (pure ASGI) rejects a ``Content-Length`` over the limit before
+reading anything, and otherwise counts the bytes of every body chunk (chunked transfer included)
+as the application reads them; the moment the count passes the limit it stops reading, swallows
+whatever the application was about to answer and sends 413. It never reads past the limit.
+
+``ConcurrencyLimiter`` admits at most ``max_concurrency`` inference requests at once; the next one
+is rejected at once with 503 + ``Retry-After`` instead of queueing without bound.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.errors import PayloadTooLarge, ServiceError, Unavailable, error_body
+
+
+def protocol_of_path(path: str) -> str:
+    return "v2" if path.startswith("/v2") else "v1"
+
+
+async def send_error(scope: Scope, receive: Receive, send: Send, error: ServiceError) -> None:
+    """Render a ``ServiceError`` from ASGI middleware, in the same shape as the app's handlers."""
+    protocol = protocol_of_path(scope.get("path", ""))
+    response = JSONResponse(error_body(error, protocol=protocol), error.status, error.headers)
+    await response(scope, receive, send)
+
+
+class BodySizeLimitMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        on_reject: Callable[[str], None] | None = None,
+    ) -> None:
+        self.app = app
+        self.limit = max_body_bytes
+        self.on_reject = on_reject
+
+    def _too_large(self) -> PayloadTooLarge:
+        if self.on_reject is not None:
+            self.on_reject(PayloadTooLarge.code)
+        return PayloadTooLarge(f"the request body is over the limit of {self.limit} bytes")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.limit:
+            await send_error(scope, receive, send, self._too_large())
+            return
+        received = 0
+        exceeded = False
+        response_started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, exceeded
+            if exceeded:
+                raise PayloadTooLarge("the request body is over the limit")
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    exceeded = True
+                    raise PayloadTooLarge("the request body is over the limit")
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal response_started
+            if exceeded:
+                return  # the application's answer to a cut-off body is replaced by the 413
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            if not exceeded:
+                raise
+        if exceeded and not response_started:
+            await send_error(scope, receive, send, self._too_large())
+
+
+def _content_length(scope: Scope) -> int | None:
+    for key, value in scope.get("headers", ()):
+        if key == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+class ConcurrencyLimiter:
+    """A non-blocking counting gate: ``acquire`` fails fast with 503 when all slots are taken."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._in_use = 0
+        self._lock = threading.Lock()
+
+    @property
+    def in_use(self) -> int:
+        return self._in_use
+
+    def acquire(self) -> None:
+        with self._lock:
+            if self._in_use >= self.limit:
+                raise Unavailable(
+                    f"the server is at its limit of {self.limit} concurrent inference requests; "
+                    "retry shortly",
+                    code="over_capacity",
+                )
+            self._in_use += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self._in_use -= 1

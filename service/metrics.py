@@ -1,0 +1,108 @@
+"""Prometheus metrics, one registry per app (never the process-global one).
+
+``MetricsMiddleware`` (pure ASGI, outermost) counts every request by route template, method and
+status and tracks requests in flight; routes record decode/preprocess/inference timings and
+inferences per model; error handlers record rejections by reason (the error code).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+_FAST = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+_SLOW = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(
+        default_factory=lambda: CollectorRegistry(auto_describe=True)
+    )
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.requests = Counter(
+            "actlab_requests", "HTTP requests by route template, method and status.",
+            ["route", "method", "status"], registry=r,
+        )  # fmt: skip
+        self.in_flight = Gauge(
+            "actlab_requests_in_flight", "HTTP requests in progress.", registry=r
+        )
+        self.request_seconds = Histogram(
+            "actlab_request_seconds", "Total time per HTTP request.", ["route"],
+            buckets=_SLOW, registry=r,
+        )  # fmt: skip
+        self.inferences = Counter(
+            "actlab_inferences", "Inference batches run, per model.", ["model"], registry=r
+        )
+        self.images = Counter(
+            "actlab_images", "Images classified, per model.", ["model"], registry=r
+        )
+        self.decode_seconds = Histogram(
+            "actlab_decode_seconds", "Image decode time per image.", buckets=_FAST, registry=r
+        )
+        self.preprocess_seconds = Histogram(
+            "actlab_preprocess_seconds", "Resize/crop/normalise time per image.",
+            buckets=_FAST, registry=r,
+        )  # fmt: skip
+        self.inference_seconds = Histogram(
+            "actlab_inference_seconds", "onnxruntime run time per batch.", ["model"],
+            buckets=_SLOW, registry=r,
+        )  # fmt: skip
+        self.classify_seconds = Histogram(
+            "actlab_classify_seconds", "Decode + preprocess + inference per classify request.",
+            ["model"], buckets=_SLOW, registry=r,
+        )  # fmt: skip
+        self.rejections = Counter(
+            "actlab_rejections", "Rejected requests by reason (the error code).", ["reason"],
+            registry=r,
+        )  # fmt: skip
+        self.models_loaded = Gauge("actlab_models_loaded", "Models being served.", registry=r)
+        self.reloads = Counter(
+            "actlab_reloads", "Repository reloads by outcome.", ["outcome"], registry=r
+        )
+
+    def record_classify(
+        self, model: str, images: int, decode_s: float, preprocess_s: float, inference_s: float
+    ) -> None:
+        self.inferences.labels(model).inc()
+        self.images.labels(model).inc(images)
+        self.inference_seconds.labels(model).observe(inference_s)
+        self.classify_seconds.labels(model).observe(decode_s + preprocess_s + inference_s)
+        per_image = max(images, 1)
+        for _ in range(images):
+            self.decode_seconds.observe(decode_s / per_image)
+            self.preprocess_seconds.observe(preprocess_s / per_image)
+
+
+class MetricsMiddleware:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        self.metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            self.metrics.in_flight.dec()
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests.labels(template, scope["method"], str(status)).inc()
+            self.metrics.request_seconds.labels(template).observe(time.perf_counter() - started)

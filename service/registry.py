@@ -1,0 +1,207 @@
+"""What is being served: one warmed ``ModelRuntime`` per model name, swapped atomically on reload.
+
+Version policy: a model serves its pinned version (``ACTLAB_MODEL_VERSIONS``) or else its latest
+*valid* version (a newer file that fails verification or loading is skipped with a logged reason
+and the next older one is tried). On reload the new session is loaded and warmed before it
+replaces the old one in a single assignment; a failed load keeps the old version serving, so no
+request fails during a reload. A request may ask for another available version: it is loaded on
+demand and kept in a small cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from service.errors import NotFound, Unavailable
+from service.repository import ModelFile, VerificationError, scan_repository, verify_model_file
+from service.runtime import ModelLoadError, ModelRuntime
+from service.settings import Settings
+
+log = logging.getLogger("actlab.registry")
+
+_EXTRA_VERSIONS_CACHED = 4
+
+
+@dataclass(frozen=True)
+class SkippedModel:
+    name: str
+    version: int
+    reason: str
+
+
+@dataclass
+class ReloadReport:
+    loaded: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    skipped: list[SkippedModel] = field(default_factory=list)
+
+
+class ModelRegistry:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._serving: Mapping[str, ModelRuntime] = {}  # replaced whole, never mutated
+        self._versions: Mapping[str, tuple[int, ...]] = {}
+        self._extra: OrderedDict[tuple[str, int], ModelRuntime] = OrderedDict()
+        self._reload_lock = threading.Lock()
+        self._extra_lock = threading.Lock()
+        self.startup_done = threading.Event()
+        self.skipped: list[SkippedModel] = []
+        self.last_reload_at: float | None = None
+
+    # -- state -----------------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        return self.startup_done.is_set() and bool(self._serving)
+
+    def names(self) -> list[str]:
+        return sorted(self._serving)
+
+    def serving(self) -> Mapping[str, ModelRuntime]:
+        return self._serving
+
+    def available_versions(self, name: str) -> tuple[int, ...]:
+        return self._versions.get(name, ())
+
+    def default_name(self) -> str:
+        """ACTLAB_DEFAULT_MODEL if set, else the alphabetically first served model."""
+        self._require_ready()
+        configured = self.settings.default_model
+        if configured is not None:
+            if configured not in self._serving:
+                raise NotFound(
+                    f"the default model {configured!r} is not loaded; "
+                    f"loaded models: {', '.join(self.names())}",
+                    code="model_not_found",
+                )
+            return configured
+        return self.names()[0]
+
+    def get(self, name: str, version: int | None = None) -> ModelRuntime:
+        """The serving runtime of ``name``, or the requested version (loaded on demand)."""
+        serving = self._serving.get(name)
+        if serving is None:
+            if not self.startup_done.is_set():
+                self._require_ready()
+            raise NotFound(
+                f"no model named {name!r}; loaded models: {', '.join(self.names()) or 'none'}",
+                code="model_not_found",
+            )
+        if version is None or version == serving.version:
+            return serving
+        return self._get_extra_version(name, version)
+
+    def _require_ready(self) -> None:
+        if not self.startup_done.is_set():
+            raise Unavailable("models are still loading; retry shortly", code="not_ready")
+        if not self._serving:
+            raise Unavailable("no valid model is loaded", code="not_ready", retry_after=30)
+
+    def _get_extra_version(self, name: str, version: int) -> ModelRuntime:
+        key = (name, version)
+        with self._extra_lock:
+            cached = self._extra.get(key)
+            if cached is not None:
+                self._extra.move_to_end(key)
+                return cached
+            files = {f.version: f for f in scan_repository(self.settings.models_dir).get(name, [])}
+            model_file = files.get(version)
+            runtime = None
+            if model_file is not None:
+                try:
+                    runtime = self._load(model_file)
+                except (VerificationError, ModelLoadError) as exc:
+                    log.warning("version %s of %s cannot be served: %s", version, name, exc)
+            if runtime is None:
+                raise NotFound(
+                    f"version {version} of model {name!r} is not available; available versions: "
+                    f"{', '.join(str(v) for v in self.available_versions(name))}",
+                    code="version_not_found",
+                )
+            self._extra[key] = runtime
+            while len(self._extra) > _EXTRA_VERSIONS_CACHED:
+                self._extra.popitem(last=False)
+            return runtime
+
+    # -- loading ---------------------------------------------------------------------------
+    def _load(self, model_file: ModelFile) -> ModelRuntime:
+        digest = verify_model_file(model_file)
+        runtime = ModelRuntime.load(
+            model_file.path,
+            name=model_file.name,
+            version=model_file.version,
+            digest=digest,
+            intra_op_threads=self.settings.intra_op_threads,
+            inter_op_threads=self.settings.inter_op_threads,
+        )
+        runtime.warm_up(self.settings.warmup_runs)
+        return runtime
+
+    def load_startup_models(self) -> ReloadReport:
+        """Load and warm every model (one at a time), then mark startup done."""
+        try:
+            return self.reload()
+        finally:
+            self.startup_done.set()
+
+    def reload(self) -> ReloadReport:
+        """Scan, load+warm what changed, swap atomically; failures keep what is serving."""
+        with self._reload_lock:
+            report = ReloadReport()
+            found = scan_repository(self.settings.models_dir)
+            current = self._serving
+            serving: dict[str, ModelRuntime] = {}
+            for name, files in found.items():
+                runtime = self._choose(name, files, current.get(name), report)
+                if runtime is not None:
+                    serving[name] = runtime
+            for name, old in current.items():
+                if name not in found:
+                    report.removed.append(name)
+                    log.info("model %s is gone from the repository; unloaded", name)
+                elif name not in serving:
+                    serving[name] = old  # nothing valid on disk any more: keep serving the old one
+            self._versions = {
+                name: tuple(f.version for f in files) for name, files in found.items()
+            }
+            self._serving = serving
+            with self._extra_lock:
+                self._extra.clear()
+            self.skipped = report.skipped
+            self.last_reload_at = time.time()
+            return report
+
+    def _choose(
+        self, name: str, files: list[ModelFile], old: ModelRuntime | None, report: ReloadReport
+    ) -> ModelRuntime | None:
+        pin = self.settings.model_versions.get(name)
+        candidates = [f for f in files if f.version == pin] if pin else list(reversed(files))
+        if pin and not candidates:
+            reason = f"pinned version {pin} is not in the repository"
+            report.skipped.append(SkippedModel(name, pin, reason))
+            log.error("model %s skipped: %s", name, reason)
+        for model_file in candidates:
+            if old is not None and old.version == model_file.version:
+                try:
+                    if verify_model_file(model_file) == old.digest:
+                        report.unchanged.append(name)
+                        return old
+                except VerificationError:
+                    pass  # fall through to a full load that reports the reason
+            try:
+                runtime = self._load(model_file)
+            except (VerificationError, ModelLoadError) as exc:
+                report.skipped.append(SkippedModel(name, model_file.version, str(exc)))
+                log.error("model %s version %s skipped: %s", name, model_file.version, exc)
+                continue
+            report.loaded.append(f"{name}/{model_file.version}")
+            log.info("model %s version %s loaded and warm", name, model_file.version)
+            return runtime
+        if old is not None:
+            log.warning("model %s: no newer valid version; keeping version %s", name, old.version)
+        return old

@@ -1,0 +1,51 @@
+"""Liveness and readiness: answered on the event loop at once, never behind inference work."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from service.deps import RegistryDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get(
+    "/health/live",
+    summary="Liveness: the process answers",
+    responses={200: {"content": {"application/json": {"example": {"status": "live"}}}}},
+)
+async def live() -> JSONResponse:
+    return JSONResponse({"status": "live"})
+
+
+@router.get(
+    "/health/ready",
+    summary="Readiness: every startup model is loaded and warm",
+    responses={
+        200: {
+            "content": {
+                "application/json": {"example": {"status": "ready", "models": ["tiny-relu"]}}
+            }
+        },
+        503: {
+            "description": "Still loading, or no valid model (with Retry-After).",
+            "content": {
+                "application/json": {"example": {"status": "loading", "models": [], "skipped": 0}}
+            },
+        },
+    },
+)
+async def ready(registry: RegistryDep) -> JSONResponse:
+    if registry.ready:
+        return JSONResponse({"status": "ready", "models": registry.names()})
+    loading = not registry.startup_done.is_set()
+    return JSONResponse(
+        {
+            "status": "loading" if loading else "no_valid_model",
+            "models": registry.names(),
+            "skipped": len(registry.skipped),
+        },
+        status_code=503,
+        headers={"Retry-After": "1" if loading else "30"},
+    )
