@@ -19,13 +19,14 @@ Decoding (``decode_image``):
 
 Preprocessing (``preprocess_into`` / ``preprocess``) uses the model card only: resize policy,
 resize size, centre crop to ``input_size``, bilinear (antialiased) interpolation, mean/std. It
-matches torchvision's ``Resize(resize_size) + CenterCrop(input_size)`` on a PIL image; only the
-cropped window is resampled (Pillow's ``box``), and uint8 → normalised float32 is one table
-lookup per channel, written straight into the NCHW batch.
+matches torchvision's ``Resize(resize_size) + CenterCrop(input_size)`` on a PIL image (the crop
+is a view, not a copy), and uint8 → normalised float32 is one table lookup per channel (computed
+in float64 once per card), written straight into the NCHW batch.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 from dataclasses import dataclass
 from typing import Final
@@ -171,16 +172,14 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def resize_plan(
-    size: tuple[int, int], card: ModelCard
-) -> tuple[tuple[int, int], tuple[float, float, float, float]]:
-    """(output (w, h), source box) so that resampling the box gives the resized, cropped input."""
+def resize_plan(size: tuple[int, int], card: ModelCard) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((resized width, height), (top, left) of the crop window) for an image of ``size``."""
     width, height = size
     out_h, out_w = card.input_size
     if card.resize_policy == "stretch":
-        return (out_w, out_h), (0.0, 0.0, float(width), float(height))
+        return (out_w, out_h), (0, 0)
     # torchvision Resize(int): shorter side → resize_size, longer side truncated to int.
-    short = max(card.resize_size, 1)
+    short = card.resize_size
     if width <= height:
         new_w, new_h = short, int(short * height / width)
     else:
@@ -189,31 +188,33 @@ def resize_plan(
         cover = max(out_w / width, out_h / height)
         new_w, new_h = max(out_w, round(width * cover)), max(out_h, round(height * cover))
     # torchvision CenterCrop: offsets rounded to the nearest integer.
-    top = round((new_h - out_h) / 2.0)
-    left = round((new_w - out_w) / 2.0)
-    sx, sy = width / new_w, height / new_h
-    box = (left * sx, top * sy, (left + out_w) * sx, (top + out_h) * sy)
-    return (out_w, out_h), box
+    return (new_w, new_h), (round((new_h - out_h) / 2.0), round((new_w - out_w) / 2.0))
 
 
 def normalisation_table(card: ModelCard) -> NDArray[np.float32]:
     """[3, 256] float32: ``table[c, v] = (v / 255 - mean[c]) / std[c]`` (computed in float64)."""
+    return _normalisation_table(card.mean, card.std)
+
+
+@functools.lru_cache(maxsize=64)
+def _normalisation_table(
+    mean: tuple[float, float, float], std: tuple[float, float, float]
+) -> NDArray[np.float32]:
     values = np.arange(256, dtype=np.float64) / 255.0
-    mean = np.asarray(card.mean, dtype=np.float64)[:, None]
-    std = np.asarray(card.std, dtype=np.float64)[:, None]
-    return ((values[None, :] - mean) / std).astype(np.float32)
+    table = (values[None, :] - np.asarray(mean)[:, None]) / np.asarray(std)[:, None]
+    table = table.astype(np.float32)
+    table.flags.writeable = False
+    return table
 
 
 def preprocess_into(
     image: Image.Image, card: ModelCard, out: NDArray[np.float32], table: NDArray[np.float32]
 ) -> None:
     """Write one RGB image, resized/cropped/normalised, into ``out`` of shape [3, H, W]."""
-    size, box = resize_plan(image.size, card)
-    if image.size == size and box == (0.0, 0.0, float(size[0]), float(size[1])):
-        resized = image
-    else:
-        resized = image.resize(size, Image.Resampling.BILINEAR, box=box)
-    pixels = np.asarray(resized, dtype=np.uint8)
+    size, (top, left) = resize_plan(image.size, card)
+    resized = image if image.size == size else image.resize(size, Image.Resampling.BILINEAR)
+    out_h, out_w = card.input_size
+    pixels = np.asarray(resized, dtype=np.uint8)[top : top + out_h, left : left + out_w]
     for channel in range(3):
         np.take(table[channel], pixels[:, :, channel], out=out[channel])
 
