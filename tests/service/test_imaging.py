@@ -217,8 +217,8 @@ def reference_preprocess(image: Image.Image, card: ModelCard) -> np.ndarray:
         size = (int(short * width / height), short)
     resized = image.resize(size, Image.Resampling.BILINEAR)
     crop_h, crop_w = card.input_size
-    top = int(round((size[1] - crop_h) / 2.0))
-    left = int(round((size[0] - crop_w) / 2.0))
+    top = round((size[1] - crop_h) / 2.0)
+    left = round((size[0] - crop_w) / 2.0)
     cropped = np.asarray(resized, dtype=np.float64)[top : top + crop_h, left : left + crop_w]
     normalised = (cropped / 255.0 - np.array(card.mean)) / np.array(card.std)
     return normalised.transpose(2, 0, 1)[None]
