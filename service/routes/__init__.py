@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.routes import classify, health, metrics, models
+from service.routes import activations, classify, compare, health, inspect, metrics, models
 
 ROUTERS: list[APIRouter] = [
     health.router,
     models.router,
     classify.router,
     metrics.router,
+    activations.router,
+    inspect.router,
+    compare.router,
 ]

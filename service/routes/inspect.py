@@ -1,0 +1,75 @@
+"""POST /v1/models/{name}/activations: every activation site's statistics for one image."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+
+from service.analysis_api import InspectionResponse
+from service.classify import DEFAULT_TOP_K, Deadline
+from service.classify_request import ClassifyJSON, ClassifyOptions, decode_payload, read_payload
+from service.deps import ExecutorDep, MetricsDep, RegistryDep, SettingsDep
+from service.imaging import DecodeLimits
+from service.inspect import InspectionCache, inspect_image
+from service.routes.analysis_docs import ERROR_RESPONSES, image_request_body
+from service.routes.classify import IncludeProbabilities, TopK, Version
+
+router = APIRouter(tags=["inspection"])
+
+
+async def get_inspection_cache(request: Request) -> InspectionCache:
+    """One cache per app, created on first use (async: runs on the loop, so no race)."""
+    cache: InspectionCache | None = getattr(request.app.state, "inspection_cache", None)
+    if cache is None:
+        settings = request.app.state.settings
+        cache = InspectionCache(settings.intra_op_threads, settings.inter_op_threads)
+        request.app.state.inspection_cache = cache
+    return cache
+
+
+InspectionCacheDep = Annotated[InspectionCache, Depends(get_inspection_cache)]
+
+
+@router.post(
+    "/v1/models/{name}/activations",
+    summary="Inspect a model's activations on one image",
+    openapi_extra={"requestBody": image_request_body(ClassifyJSON, ("top_k", "version"))},
+    responses=ERROR_RESPONSES,
+)
+async def inspect_model(
+    name: str,
+    request: Request,
+    registry: RegistryDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    executor: ExecutorDep,
+    cache: InspectionCacheDep,
+    top_k: TopK = None,
+    include_probabilities: IncludeProbabilities = None,
+    version: Version = None,
+) -> InspectionResponse:
+    """Send one image (multipart `file`, raw `image/*` body, or JSON base64) and get, for every
+    activation site in graph order, mean, std, min, max, the fraction ≤ 0 (dead ReLU units) and
+    the fraction saturated (bounded activations), plus the model's top-k classes."""
+    payload = await read_payload(request, 1)
+    query = ClassifyOptions(top_k, include_probabilities, version)
+    limits = DecodeLimits(settings.max_pixels, settings.max_frames)
+
+    def work(deadline: Deadline) -> InspectionResponse:
+        images, body_options = decode_payload(payload, 1)
+        options = body_options.merged_over(query)
+        model = registry.get(name, options.version)
+        inspection = inspect_image(model, cache, images[0], limits, deadline=deadline)
+        t = inspection.classification.timings
+        metrics.record_classify(
+            model.name, 1, t.decode_ms / 1e3, t.preprocess_ms / 1e3, t.inference_ms / 1e3
+        )
+        return InspectionResponse.of(
+            inspection,
+            top_k=options.top_k or DEFAULT_TOP_K,
+            include_probabilities=bool(options.include_probabilities),
+        )
+
+    result: Any = await executor.submit(work)
+    return result
