@@ -6,6 +6,7 @@ anything else, so a test can never pass because a parser skipped what it did not
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pwd
@@ -16,9 +17,11 @@ import socket
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"
@@ -468,3 +471,28 @@ def uvicorn_args_from_dockerfile(host: str, port: int) -> list[str]:
             raise AssertionError(f"api CMD has no {flag}: {cmd}")
         args[args.index(flag) + 1] = value
     return args
+
+
+# ----------------------------------------------------------------------------------- the app
+
+
+@functools.cache
+def _app() -> Any:
+    from service.app import create_app
+    from service.settings import Settings
+
+    return create_app(Settings(models_dir=Path("/nonexistent-models-dir")))
+
+
+def app_serves(method: str, path: str) -> bool:
+    """Whether ``create_app``'s router fully matches this method and concrete path (e.g.
+    'POST /v1/models/tiny-relu/classify'), asked the way Starlette routes a request; no models
+    are loaded."""
+    from starlette.routing import Match
+
+    scope = {"type": "http", "method": method, "path": path, "root_path": "", "headers": []}
+    return any(route.matches(scope)[0] == Match.FULL for route in _app().router.routes)
+
+
+def url_path(url: str) -> str:
+    return urllib.parse.urlsplit(url).path
