@@ -18,6 +18,7 @@ from service_images import (
     png_header_only,
     png_i16,
 )
+from service_reference import reference_preprocess
 
 from service.errors import InvalidImage, Unprocessable, UnsupportedMediaType
 from service.imaging import (
@@ -205,23 +206,6 @@ def test_formats_outside_the_allowlist_are_415(data: bytes) -> None:
         decode_image(data, LIMITS)
     assert info.value.status == 415
     assert "JPEG, PNG, WebP, BMP or GIF" in info.value.message
-
-
-def reference_preprocess(image: Image.Image, card: ModelCard) -> np.ndarray:
-    """torchvision Resize(resize_size) + CenterCrop(input_size) + Normalize, written plainly."""
-    width, height = image.size
-    short = card.resize_size
-    if width <= height:
-        size = (short, int(short * height / width))
-    else:
-        size = (int(short * width / height), short)
-    resized = image.resize(size, Image.Resampling.BILINEAR)
-    crop_h, crop_w = card.input_size
-    top = round((size[1] - crop_h) / 2.0)
-    left = round((size[0] - crop_w) / 2.0)
-    cropped = np.asarray(resized, dtype=np.float64)[top : top + crop_h, left : left + crop_w]
-    normalised = (cropped / 255.0 - np.array(card.mean)) / np.array(card.std)
-    return normalised.transpose(2, 0, 1)[None]
 
 
 @pytest.mark.parametrize("size", [(64, 48), (48, 64), (37, 36), (300, 100), (32, 32)])
