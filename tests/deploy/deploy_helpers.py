@@ -496,3 +496,20 @@ def app_serves(method: str, path: str) -> bool:
 
 def url_path(url: str) -> str:
     return urllib.parse.urlsplit(url).path
+
+
+def start_replica(
+    python: str, port: int, models_dir: Path, log_path: Path, **settings: str
+) -> subprocess.Popen[bytes]:
+    """One api replica on 127.0.0.1:port, run with the api image's own uvicorn command line."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACTLAB_")}
+    env.update({"ACTLAB_MODELS_DIR": str(models_dir), "PYTHONUNBUFFERED": "1"})
+    env.update({f"ACTLAB_{key.upper()}": value for key, value in settings.items()})
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [python, "-m", "uvicorn", *uvicorn_args_from_dockerfile("127.0.0.1", port)],
+            env=env,
+            cwd=log_path.parent,  # not the repo: the replica must not import from the source tree
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
