@@ -13,21 +13,19 @@ from typing import Any
 
 import numpy as np
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from service.activations import CATALOGUE
-from service.errors import install_error_handlers
-from service.routes.activations import router
+from service.app import create_app
+from service.settings import Settings
 
 Ref = Callable[[float, dict[str, float | str]], float]
 
 
 @pytest.fixture(scope="module")
-def client() -> Iterator[TestClient]:
-    app = FastAPI()
-    install_error_handlers(app)
-    app.include_router(router)
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """The real app; the activation routes need no model, so the repository is empty."""
+    app = create_app(Settings(models_dir=tmp_path_factory.mktemp("no_models")))
     with TestClient(app) as test_client:
         yield test_client
 
