@@ -76,8 +76,10 @@ async def compare_models(
         started = time.perf_counter()
         image, body_options, body_models = _read_body(payload)
         options = body_options.merged_over(query)
+        if not registry.startup_done.is_set():
+            raise Unavailable("models are still loading; retry shortly", code="not_ready")
         if not registry.ready:
-            raise Unavailable("models are still loading or none is valid", code="not_ready")
+            raise Unavailable("no valid model is loaded", code="not_ready", retry_after=30)
         names = _model_names(models or [], body_models) or registry.names()
         runtimes = [registry.get(name) for name in names]
         results = []
