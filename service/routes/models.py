@@ -12,6 +12,39 @@ from service.schemas import ErrorResponse, InputSpecOut, ModelDetail, ModelList,
 
 router = APIRouter(tags=["models"])
 
+_SUMMARY_EXAMPLE = {
+    "name": "tiny-relu",
+    "version": 2,
+    "versions": [1, 2],
+    "architecture": "resnet8",
+    "activation": "relu",
+    "num_classes": 10,
+    "dataset": "cifar10",
+    "val_accuracy": 0.71,
+}
+_LIST_EXAMPLE = {"models": [_SUMMARY_EXAMPLE], "default_model": "tiny-relu"}
+_DETAIL_EXAMPLE = {
+    "name": "tiny-relu",
+    "version": 2,
+    "versions": [1, 2],
+    "sha256": "67bf8afd7064ad9df71a5b04ae3c9f228121615831d39d7c6537080f699a7b05",
+    "input": {
+        "name": "input",
+        "shape": ["batch", 3, 32, 32],
+        "dtype": "float32",
+        "resize_policy": "shorter_side_then_center_crop",
+        "resize_size": 36,
+        "mean": [0.4914, 0.4822, 0.4465],
+        "std": [0.247, 0.2435, 0.2616],
+    },
+    "labels": ["airplane", "automobile", "bird", "..."],
+    "card": {"name": "tiny-relu", "version": 2, "architecture": "resnet8", "...": "..."},
+}
+
+
+def _example(body: object) -> dict[str, object]:
+    return {"content": {"application/json": {"example": body}}}
+
 
 def _summary(registry: ModelRegistry, model: ModelRuntime) -> ModelSummary:
     card = model.card
@@ -27,7 +60,9 @@ def _summary(registry: ModelRegistry, model: ModelRuntime) -> ModelSummary:
     )
 
 
-@router.get("/v1/models", summary="List the served models")
+@router.get(
+    "/v1/models", summary="List the served models", responses={200: _example(_LIST_EXAMPLE)}
+)
 def list_models(registry: RegistryDep) -> ModelList:
     """Each model's served version, the versions in the repository, and its headline facts."""
     serving = registry.serving()
@@ -46,7 +81,10 @@ def list_models(registry: RegistryDep) -> ModelList:
 @router.get(
     "/v1/models/{name}",
     summary="Describe one model",
-    responses={404: {"model": ErrorResponse, "description": "Unknown model or version."}},
+    responses={
+        200: _example(_DETAIL_EXAMPLE),
+        404: {"model": ErrorResponse, "description": "Unknown model or version."},
+    },
 )
 def describe_model(name: str, registry: RegistryDep, version: int | None = None) -> ModelDetail:
     """The full model card, the versions available, the input spec and the labels."""
