@@ -397,3 +397,16 @@ def test_model_without_sites_is_422_not_inspectable(model_repo: Path, tmp_path: 
             headers={"content-type": "image/png"},
         )
         assert classify.status_code == 200
+
+
+def test_openapi_documents_inspection_and_compare(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    for path in ("/v1/models/{name}/activations", "/v1/compare"):
+        operation = schema["paths"][path]["post"]
+        content = operation["requestBody"]["content"]
+        assert set(content) == {"multipart/form-data", "image/*", "application/json"}
+        assert content["application/json"]["example"]["images"][0].startswith("data:image/png")
+        assert {"400", "404", "413", "415", "422", "503", "504"} <= set(operation["responses"])
+    components = schema["components"]["schemas"]
+    assert components["InspectionResponse"]["examples"][0]["sites"][0]["name"] == "act1"
+    assert components["CompareResponse"]["examples"][0]["results"][0]["model"] == "tiny-relu"
