@@ -334,6 +334,32 @@ def test_every_activation_is_finite_over_a_grid_up_to_1e4(client: TestClient, na
     assert np.isfinite(np.asarray(extremes["dy"])).all()
 
 
+def _extreme_params() -> list[tuple[str, dict[str, float | int | str]]]:
+    """Every parameter at each bound (or choice), one parameter varied at a time."""
+    cases: list[tuple[str, dict[str, float | int | str]]] = []
+    for activation in CATALOGUE.values():
+        for param in activation.params:
+            values = param.choices or (param.minimum, param.maximum)
+            cases += [(activation.name, {param.name: v}) for v in values if v is not None]
+    return [(n, p) for n, p in cases if not (n == "softmax" and p["axis"] not in (-1, 0))]
+
+
+@pytest.mark.parametrize(("name", "params"), _extreme_params(), ids=lambda v: str(v))
+def test_finite_at_parameter_bounds(
+    client: TestClient, name: str, params: dict[str, float | int | str]
+) -> None:
+    x = [-1e6, -1e4, -30.0, -1.0, -1e-300, 0.0, 1e-300, 1.0, 30.0, 1e4, 1e6, 7.5]
+    body: dict[str, object] = {"x": x * 4 if name == "maxout" else x, "params": params}
+    data = _eval(client, name, body)
+    assert np.isfinite(np.asarray(data["y"])).all()
+    assert np.isfinite(np.asarray(data["dy"])).all()
+    if name in REFERENCES:
+        resolved = data["params"]
+        f, df = REFERENCES[name]
+        for value, y, dy in zip(x, data["y"], data["dy"], strict=True):
+            assert _close(y, f(value, resolved)) and _close(dy, df(value, resolved)), value
+
+
 def test_range_matches_linspace_and_accepts_the_point_limit(client: TestClient) -> None:
     data = _eval(client, "relu", {"range": {"start": -1, "stop": 1, "num": 100_000}})
     x = data["x"]
