@@ -25,7 +25,7 @@ from starlette.responses import Response
 
 from service.auth import ApiKeyMiddleware
 from service.errors import ServiceError, install_error_handlers
-from service.limits import BodySizeLimitMiddleware
+from service.limits import BodyLimitExceeded, BodySizeLimitMiddleware
 from service.metrics import Metrics, MetricsMiddleware
 from service.registry import ModelRegistry
 from service.repository import repository_fingerprint
@@ -89,7 +89,9 @@ def _rejection_counter(metrics: Metrics) -> Callable[[str], None]:
 def _count_rejections(app: FastAPI, metrics: Metrics) -> None:
     """Wrap the installed error handlers so every rendered error counts as a rejection."""
 
-    def reason_of(exc: Exception, response: Response) -> str:
+    def reason_of(exc: Exception) -> str | None:
+        if isinstance(exc, BodyLimitExceeded) or isinstance(exc.__cause__, BodyLimitExceeded):
+            return None  # the body limit middleware answers and counts it
         if isinstance(exc, ServiceError):
             return exc.code
         if isinstance(exc, RequestValidationError):
@@ -103,7 +105,9 @@ def _count_rejections(app: FastAPI, metrics: Metrics) -> None:
     def wrap(handler: Handler) -> Handler:
         async def counted(request: Request, exc: Exception) -> Response:
             response = await handler(request, exc)
-            metrics.rejections.labels(reason_of(exc, response)).inc()
+            reason = reason_of(exc)
+            if reason is not None:
+                metrics.rejections.labels(reason).inc()
             return response
 
         return counted

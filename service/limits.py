@@ -31,6 +31,10 @@ async def send_error(scope: Scope, receive: Receive, send: Send, error: ServiceE
     await response(scope, receive, send)
 
 
+class BodyLimitExceeded(PayloadTooLarge):
+    """Raised into the application from ``receive``; the middleware answers (and counts) it."""
+
+
 class BodySizeLimitMiddleware:
     def __init__(
         self,
@@ -62,13 +66,13 @@ class BodySizeLimitMiddleware:
         async def limited_receive() -> Message:
             nonlocal received, exceeded
             if exceeded:
-                raise PayloadTooLarge("the request body is over the limit")
+                raise BodyLimitExceeded("the request body is over the limit")
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.limit:
                     exceeded = True
-                    raise PayloadTooLarge("the request body is over the limit")
+                    raise BodyLimitExceeded("the request body is over the limit")
             return message
 
         async def guarded_send(message: Message) -> None:
