@@ -1,0 +1,81 @@
+"""The body size limit at the ASGI level: what it reads, what it answers, and nothing more."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from service.errors import Unavailable
+from service.limits import BodySizeLimitMiddleware, ConcurrencyLimiter
+
+
+async def echo_length_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    body = await Request(scope, receive).body()
+    await JSONResponse({"length": len(body)})(scope, receive, send)
+
+
+def run(
+    chunks: list[bytes], limit: int, headers: list[tuple[bytes, bytes]] | None = None
+) -> tuple[int, dict[str, Any], int]:
+    """Drive the middleware; returns (status, JSON body, how many times it called receive)."""
+    calls = 0
+    queue = list(chunks)
+    sent: list[dict[str, Any]] = []
+    rejected: list[str] = []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal calls
+        calls += 1
+        body = queue.pop(0)
+        return {"type": "http.request", "body": body, "more_body": bool(queue)}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/classify", "headers": headers or []}
+    middleware = BodySizeLimitMiddleware(echo_length_app, limit, on_reject=rejected.append)
+    asyncio.run(middleware(scope, receive, send))
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    if start["status"] == 413:
+        assert rejected == ["payload_too_large"]
+    return start["status"], json.loads(body), calls
+
+
+def test_a_body_within_the_limit_passes_whole() -> None:
+    assert run([b"a" * 10, b"b" * 10, b"c" * 5], limit=25) == (200, {"length": 25}, 3)
+
+
+def test_streaming_stops_at_the_first_chunk_past_the_limit() -> None:
+    status, body, calls = run([b"a" * 10] * 10, limit=25)
+    assert status == 413
+    assert body == {
+        "error": {
+            "code": "payload_too_large",
+            "message": "the request body is over the limit of 25 bytes",
+        }
+    }
+    assert calls == 3  # 30 bytes seen: the 7 remaining chunks were never read
+
+
+def test_declared_length_over_the_limit_is_rejected_before_reading() -> None:
+    status, body, calls = run([b"a" * 10], limit=5, headers=[(b"content-length", b"6")])
+    assert (status, body["error"]["code"], calls) == (413, "payload_too_large", 0)
+
+
+def test_concurrency_limiter_fails_fast_and_recovers() -> None:
+    limiter = ConcurrencyLimiter(2)
+    limiter.acquire()
+    limiter.acquire()
+    with pytest.raises(Unavailable) as info:
+        limiter.acquire()
+    assert info.value.status == 503 and info.value.headers == {"Retry-After": "1"}
+    assert info.value.code == "over_capacity"
+    limiter.release()
+    limiter.acquire()
+    assert limiter.in_use == 2

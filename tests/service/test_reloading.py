@@ -1,0 +1,61 @@
+"""Reload by polling the repository, and reload requests coalescing on one thread."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from conftest import make_settings, running_app
+from service_images import gradient_rgb, png
+
+from service.metrics import Metrics
+from service.registry import ModelRegistry
+from service.reloading import Reloader
+from service.settings import Settings
+
+
+def test_polling_picks_up_a_new_version(model_repo_copy: Path, make_model: object) -> None:
+    with running_app(make_settings(model_repo_copy, reload_poll_s=0.2)) as client:
+        assert client.get("/v1/models/tiny-tanh").json()["version"] == 1
+        make_model(model_repo_copy, "tiny-tanh", "tanh", 2, seed=3)  # type: ignore[operator]
+        deadline = time.monotonic() + 60
+        while client.get("/v1/models/tiny-tanh").json()["version"] != 2:
+            assert time.monotonic() < deadline, "the poller did not pick up version 2"
+            time.sleep(0.1)
+        response = client.post(
+            "/v1/models/tiny-tanh/classify",
+            content=png(gradient_rgb()),
+            headers={"content-type": "image/png"},
+        )
+        assert (response.status_code, response.json()["version"]) == (200, 2)
+        assert client.get("/v1/models/tiny-tanh").json()["versions"] == [1, 2]
+
+
+def test_reload_requests_coalesce(model_repo: Path) -> None:
+    registry = ModelRegistry(Settings(models_dir=model_repo, warmup_runs=0))
+    registry.load_startup_models()
+    calls = 0
+    entered = threading.Event()
+    release = threading.Event()
+    original = registry.reload
+
+    def slow_reload() -> object:
+        nonlocal calls
+        calls += 1
+        entered.set()
+        release.wait(30)
+        return original()
+
+    registry.reload = slow_reload  # type: ignore[method-assign]
+    reloader = Reloader(registry, Metrics())
+    reloader.request_reload()
+    assert entered.wait(30)
+    for _ in range(5):  # arrive while the first reload runs: one more pass, not five
+        reloader.request_reload()
+    release.set()
+    deadline = time.monotonic() + 30
+    while reloader._worker is not None:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert calls == 2
