@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from service.modelcard import DIGEST_SUFFIX, MODEL_FILENAME
+
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
@@ -423,14 +425,22 @@ def wait_for_http(
     timeout_s: float,
     process: subprocess.Popen[bytes] | None = None,
     expect_status: int = 200,
+    log_path: Path | None = None,
 ) -> None:
-    """Poll ``url`` until it answers ``expect_status``; fail early if ``process`` exits."""
+    """Poll ``url`` until it answers ``expect_status``; fail early if ``process`` exits.
+    A failure message ends with the tail of ``log_path`` (the process's output)."""
     deadline = time.monotonic() + timeout_s
     last = "no answer"
+
+    def log_tail() -> str:
+        if log_path is None or not log_path.exists():
+            return ""
+        return "\n--- " + str(log_path.name) + " ---\n" + log_path.read_text()[-3000:]
+
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             raise AssertionError(
-                f"process exited with {process.returncode} while waiting for {url}"
+                f"process exited with {process.returncode} while waiting for {url}{log_tail()}"
             )
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
@@ -444,7 +454,9 @@ def wait_for_http(
         except OSError as exc:
             last = repr(exc)
         time.sleep(0.1)
-    raise AssertionError(f"{url} did not answer {expect_status} within {timeout_s} s ({last})")
+    raise AssertionError(
+        f"{url} did not answer {expect_status} within {timeout_s} s ({last}){log_tail()}"
+    )
 
 
 def stop_process(process: subprocess.Popen[bytes], *, timeout_s: float = 10) -> None:
@@ -474,6 +486,21 @@ def uvicorn_args_from_dockerfile(host: str, port: int) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------- the app
+
+
+def published_models(models_dir: Path) -> dict[str, Path]:
+    """name → the latest version's model.onnx (versions are integers; a digest sits beside it)."""
+    latest: dict[str, Path] = {}
+    for path in sorted(models_dir.glob(f"*/*/{MODEL_FILENAME}")):
+        if (
+            not path.parent.name.isdigit()
+            or not path.with_name(MODEL_FILENAME + DIGEST_SUFFIX).exists()
+        ):
+            continue
+        name = path.parent.parent.name
+        if name not in latest or int(path.parent.name) > int(latest[name].parent.name):
+            latest[name] = path
+    return latest
 
 
 @functools.cache

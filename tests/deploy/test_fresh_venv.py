@@ -22,6 +22,7 @@ import pytest
 from deploy_helpers import (
     REPO,
     free_port,
+    published_models,
     read_dockerfile,
     start_replica,
     stop_process,
@@ -29,27 +30,12 @@ from deploy_helpers import (
 )
 from PIL import Image
 
-from service.modelcard import DIGEST_SUFFIX, LOGITS_NAME, MODEL_FILENAME, ModelCard
+from service.modelcard import LOGITS_NAME, ModelCard
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
 
 MODELS_DIR = REPO / "models"
 PIP_TIMEOUT_S = 540
-
-
-def published_models(models_dir: Path) -> dict[str, Path]:
-    """name → the latest version's model.onnx (versions are integers; a digest sits beside it)."""
-    latest: dict[str, Path] = {}
-    for path in sorted(models_dir.glob(f"*/*/{MODEL_FILENAME}")):
-        if (
-            not path.parent.name.isdigit()
-            or not path.with_name(MODEL_FILENAME + DIGEST_SUFFIX).exists()
-        ):
-            continue
-        name = path.parent.parent.name
-        if name not in latest or int(path.parent.name) > int(latest[name].parent.name):
-            latest[name] = path
-    return latest
 
 
 def api_build_sources() -> list[str]:
@@ -159,12 +145,12 @@ def test_fresh_install_serves_classify_from_models(fresh_venv: Path, tmp_path: P
     png, image = gradient_png()
     try:
         base = f"http://127.0.0.1:{port}"
-        try:
-            wait_for_http(f"{base}/health/ready", timeout_s=120, process=process)
-        except AssertionError as exc:
-            raise AssertionError(
-                f"{exc}\n{(tmp_path / 'replica.log').read_text()[-3000:]}"
-            ) from exc
+        wait_for_http(
+            f"{base}/health/ready",
+            timeout_s=120,
+            process=process,
+            log_path=tmp_path / "replica.log",
+        )
         ready = httpx.get(f"{base}/health/ready", timeout=10).json()
         assert sorted(ready["models"]) == sorted(models)
         for name, model_path in models.items():

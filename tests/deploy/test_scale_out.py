@@ -79,8 +79,13 @@ def replicas(model_repo: Path, tmp_path: Path) -> Iterator[list[tuple[int, Any]]
                 warmup_runs="1",
             )
             started.append((port, process))
-        for port, process in started:
-            wait_for_http(f"http://127.0.0.1:{port}/health/ready", timeout_s=90, process=process)
+        for index, (port, process) in enumerate(started):
+            wait_for_http(
+                f"http://127.0.0.1:{port}/health/ready",
+                timeout_s=90,
+                process=process,
+                log_path=tmp_path / f"replica-{index}.log",
+            )
         yield started
     finally:
         for _, process in started:
