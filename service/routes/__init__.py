@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.routes import activations, classify, compare, health, inspect, metrics, models
+from service.routes import activations, classify, compare, health, inspect, metrics, models, v2
 
 ROUTERS: list[APIRouter] = [
     health.router,
@@ -14,4 +14,5 @@ ROUTERS: list[APIRouter] = [
     activations.router,
     inspect.router,
     compare.router,
+    v2.router,
 ]

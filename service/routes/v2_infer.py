@@ -1,0 +1,140 @@
+"""POST /v2/models/{name}[/versions/{version}]/infer: JSON or binary-extension bodies."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from service.classify import Deadline
+from service.deps import ExecutorDep, MetricsDep, RegistryDep, SettingsDep
+from service.imaging import DecodeLimits
+from service.v2.binary import HEADER_LENGTH, OCTET_STREAM
+from service.v2.infer import InferBody, InferContext, InferResult, infer
+from service.v2.models import resolve_model
+from service.v2.schemas import InferenceRequest
+from service.v2.state import StatisticsDep
+
+router = APIRouter(tags=["open inference protocol (v2)"])
+
+_PNG_1PX = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"
+)
+_EXAMPLE = {
+    "id": "42",
+    "inputs": [
+        {
+            "name": "image",
+            "shape": [1],
+            "datatype": "BYTES",
+            "parameters": {"content_type": "base64"},
+            "data": [_PNG_1PX],
+        }
+    ],
+    "outputs": [{"name": "probabilities", "parameters": {"classification": 3}}],
+}  # fmt: skip
+_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": InferenceRequest.model_json_schema(),
+                "example": _EXAMPLE,
+            },
+            OCTET_STREAM: {
+                "schema": {"type": "string", "format": "binary"},
+                "description": f"Binary tensor data extension: the JSON request ({HEADER_LENGTH} "
+                "bytes) followed by each binary input's bytes.",
+            },
+        },
+    }
+}  # fmt: skip
+_DOC = """Inputs: `input` (FP32 `[N, 3, H, W]`, preprocessed) or `image` (BYTES `[N]`, encoded
+images, base64 in JSON or raw with the binary extension). Outputs: `logits`, `probabilities`
+(FP32 `[N, C]`); `"classification": k` on an output gives `"value:index:label"` strings."""
+
+
+def _response(result: InferResult) -> Response:
+    if not result.binary:
+        return Response(result.header, media_type="application/json")
+    return Response(
+        result.header + b"".join(result.tails),
+        media_type=OCTET_STREAM,
+        headers={HEADER_LENGTH: str(len(result.header))},
+    )
+
+
+async def _infer(
+    request: Request,
+    name: str,
+    version: str | None,
+    *,
+    registry: RegistryDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    executor: ExecutorDep,
+    statistics: StatisticsDep,
+) -> Response:
+    received = time.perf_counter_ns()
+    body = InferBody(await request.body(), request.headers.get(HEADER_LENGTH))
+    context = InferContext(
+        limits=DecodeLimits(settings.max_pixels, settings.max_frames),
+        max_batch_size=settings.max_images_per_request,
+        metrics=metrics,
+        statistics=statistics,
+    )
+    submitted = time.perf_counter_ns()
+
+    def work(deadline: Deadline) -> InferResult:
+        queued = time.perf_counter_ns() - submitted
+        model = resolve_model(registry, name, version)
+        return infer(model, body, context, deadline, received_ns=received, queued_ns=queued)
+
+    return _response(await executor.submit(work))
+
+
+@router.post(
+    "/v2/models/{name}/infer",
+    summary="Inference (serving version)",
+    description=_DOC,
+    openapi_extra=_OPENAPI,
+    response_class=Response,
+)
+async def infer_serving(
+    name: str,
+    request: Request,
+    registry: RegistryDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    executor: ExecutorDep,
+    statistics: StatisticsDep,
+) -> Response:
+    return await _infer(
+        request, name, None, registry=registry, settings=settings, metrics=metrics,
+        executor=executor, statistics=statistics,
+    )  # fmt: skip
+
+
+@router.post(
+    "/v2/models/{name}/versions/{version}/infer",
+    summary="Inference (one version)",
+    description=_DOC,
+    openapi_extra=_OPENAPI,
+    response_class=Response,
+)
+async def infer_version(
+    name: str,
+    version: str,
+    request: Request,
+    registry: RegistryDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    executor: ExecutorDep,
+    statistics: StatisticsDep,
+) -> Response:
+    return await _infer(
+        request, name, version, registry=registry, settings=settings, metrics=metrics,
+        executor=executor, statistics=statistics,
+    )  # fmt: skip
