@@ -105,6 +105,7 @@ def test_body_above_the_service_limit_is_refused_at_the_edge(
     with run_load_balancer(tmp_path, [replica.port]) as lb:
         at_limit = httpx.post(f"{lb.url}/v1/classify", content=b"\0" * 20_000_000, timeout=30)
         over = httpx.post(f"{lb.url}/v1/classify", content=b"\0" * 20_000_001, timeout=30)
+        over_v2 = httpx.post(f"{lb.url}/v2/models/m/infer", content=b"\0" * 20_000_001, timeout=30)
     assert at_limit.status_code == 200
     assert over.status_code == 413
     assert over.headers["content-type"] == "application/json"
@@ -114,20 +115,25 @@ def test_body_above_the_service_limit_is_refused_at_the_edge(
             "message": "request body is larger than 20000000 bytes; send a smaller image",
         }
     }
+    assert over_v2.status_code == 413
+    assert over_v2.json() == {
+        "error": "request body is larger than 20000000 bytes; send a smaller request"
+    }
     assert replica.hits == [("POST", "/v1/classify", 20_000_000)]
 
 
 def test_no_reachable_replica_is_a_503_json_error_with_retry_after(tmp_path: Path) -> None:
     with run_load_balancer(tmp_path, [free_port(), free_port()]) as lb:
         reply = httpx.post(f"{lb.url}/v1/classify", content=b"x", timeout=10)
+        v2 = httpx.post(f"{lb.url}/v2/models/m/infer", content=b"{}", timeout=10)
+    message = "no api replica could take the request; retry shortly"
     assert reply.status_code == 503
     assert reply.headers["retry-after"] == "1"
-    assert reply.json() == {
-        "error": {
-            "code": "unavailable",
-            "message": "no api replica could take the request; retry shortly",
-        }
-    }
+    assert reply.json() == {"error": {"code": "unavailable", "message": message}}
+    # the Open Inference Protocol's error shape on /v2 paths
+    assert v2.status_code == 503
+    assert v2.headers["retry-after"] == "1"
+    assert v2.json() == {"error": message}
 
 
 def test_metrics_are_not_served_through_the_balancer(
