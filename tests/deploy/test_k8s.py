@@ -143,3 +143,12 @@ def test_service_and_autoscaler_point_at_the_deployment(deployment: dict[str, An
     pdb = load("pdb.yaml")
     assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
     assert 1 <= pdb["spec"]["minAvailable"] < hpa["spec"]["minReplicas"]  # drains can proceed
+
+
+@pytest.mark.parametrize("name", ["deployment.yaml", "service.yaml", "hpa.yaml", "pdb.yaml"])
+def test_manifest_is_valid_against_the_kubernetes_schema(name: str) -> None:
+    """Strict: an unknown or misspelt field fails, as `kubectl apply --validate=strict` would."""
+    from kubernetes_validate import validate
+
+    for version in ("1.30", "1.32"):
+        assert validate(load(name), version, strict=True) == version
