@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -99,11 +100,12 @@ def _count_rejections(app: FastAPI, metrics: Metrics) -> None:
             return {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return "internal_error"
 
-    Handler = Callable[[Request, Any], Awaitable[Response]]
+    Handler = Callable[[Request, Any], Response | Awaitable[Response]]
 
     def wrap(handler: Handler) -> Handler:
         async def counted(request: Request, exc: Exception) -> Response:
-            response = await handler(request, exc)
+            result = handler(request, exc)
+            response = await result if inspect.isawaitable(result) else result
             reason = reason_of(exc)
             if reason is not None:
                 metrics.rejections.labels(reason).inc()
