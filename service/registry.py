@@ -140,6 +140,7 @@ class ModelRegistry:
             inter_op_threads=self.settings.inter_op_threads,
         )
         runtime.warm_up(self.settings.warmup_runs)
+        runtime.enable_batching(self.settings.batch_max_size, self.settings.batch_max_wait_ms / 1e3)
         return runtime
 
     def load_startup_models(self) -> ReloadReport:

@@ -18,6 +18,7 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
+from service.batching import DynamicBatcher
 from service.errors import DeadlineExceeded
 from service.modelcard import INPUT_NAME, LOGITS_NAME, PROBABILITIES_NAME, CardError, ModelCard
 
@@ -88,6 +89,7 @@ class ModelRuntime:
     digest: str
     card: ModelCard
     session: ort.InferenceSession = field(repr=False)
+    batcher: DynamicBatcher | None = field(default=None, repr=False)
 
     @classmethod
     def load(
@@ -131,10 +133,29 @@ class ModelRuntime:
         for _ in range(runs):
             self.run(blank)
 
+    def enable_batching(self, max_batch_size: int, max_wait_s: float) -> None:
+        """Group concurrent ``run`` calls into shared runs (``service.batching``); 1 = off."""
+        if max_batch_size > 1:
+            self.batcher = DynamicBatcher(
+                self._run_session,
+                max_batch_size=max_batch_size,
+                max_wait_s=max_wait_s,
+                name=self.name,
+            )
+
     def run(
         self, batch: Batch, run_options: ort.RunOptions | None = None
     ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
         """float32 [N, 3, H, W] → (logits [N, C], probabilities [N, C]); thread-safe."""
+        if self.batcher is not None:
+            options = run_options
+            stop = (lambda: bool(options.terminate)) if options is not None else None
+            return self.batcher.run(batch, stop)
+        return self._run_session(batch, run_options)
+
+    def _run_session(
+        self, batch: Batch, run_options: ort.RunOptions | None = None
+    ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
         try:
             logits, probabilities = self.session.run(
                 [LOGITS_NAME, PROBABILITIES_NAME], {INPUT_NAME: batch}, run_options

@@ -118,6 +118,20 @@ class Settings(BaseSettings):
         description="If set, every non-health route needs 'Authorization: Bearer <key>' or "
         "'X-API-Key: <key>' → 401 otherwise.",
     )
+    batch_max_size: int = Field(
+        default=1,
+        ge=1,
+        le=256,
+        description="Dynamic batching: most images one onnxruntime run may group from concurrent "
+        "requests; 1 = off (BENCHMARKS.md has the measurement behind the default).",
+    )
+    batch_max_wait_ms: float = Field(
+        default=0.0,
+        ge=0,
+        le=1000,
+        description="Dynamic batching: how long a batch waits for more requests once it has one; "
+        "0 = group only requests already waiting.",
+    )
     warmup_runs: int = Field(
         default=2, ge=0, le=100, description="Inference runs on a blank batch per model at load."
     )
