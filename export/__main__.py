@@ -1,0 +1,64 @@
+"""``python -m export <command>``: build models, list the activation catalogue.
+
+Each subcommand lives in its own module exposing ``register(subparsers)``; add one by appending
+its ``register`` to ``COMMANDS``. Expected failures (bad names, unreadable files, failed checks)
+exit with status 1 and a one-line ``error: …`` on stderr, never a traceback, and write nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from export.commands import activations, build
+from export.errors import ExportError
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    build.register,
+    activations.register,
+]
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line (plus a pointer to --help), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        prog="python -m export",
+        description="Build ResNet classifiers with any activation, export them to ONNX with a "
+        "model card, and publish them into the model repository.",
+    )
+    subparsers = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser
+    )
+    for register in COMMANDS:
+        register(subparsers)
+    return parser
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    warnings.showwarning = _show_warning
+    try:
+        return int(args.func(args))
+    except (ExportError, ValueError) as exc:  # CatalogueError and build_resnet's too
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing was published", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

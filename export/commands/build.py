@@ -1,0 +1,274 @@
+"""``python -m export build``: train (or load) a ResNet, export it to ONNX and publish it.
+
+Other modules can extend the command without editing it: append a ``BuildExtension`` to
+``BUILD_EXTENSIONS`` (its ``add_arguments`` adds flags, its ``after_build`` runs once the fp32
+model is published, e.g. to publish an INT8 variant).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from export.build import BuildRequest, BuildResult, build_model
+from export.data import DATASETS
+from export.resnet import ARCHITECTURES
+from export.train import TrainConfig
+from service.activations import NETWORK_ACTIVATIONS, ParamValue
+
+
+@dataclass(frozen=True)
+class BuildExtension:
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    after_build: Callable[[argparse.Namespace, BuildResult], None]
+
+
+BUILD_EXTENSIONS: list[BuildExtension] = []
+
+
+def parse_param(text: str) -> tuple[str, ParamValue]:
+    """'alpha=0.5' -> ('alpha', 0.5); numbers become int/float, anything else stays a string."""
+    name, sep, raw = text.partition("=")
+    if not sep or not name.strip() or not raw.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    value: ParamValue
+    try:
+        value = int(raw)
+    except ValueError:
+        try:
+            value = float(raw)
+        except ValueError:
+            value = raw.strip()
+    return name.strip(), value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer ≥ 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer ≥ 0, got {value}")
+    return value
+
+
+def request_from_args(args: argparse.Namespace) -> BuildRequest:
+    dataset = args.dataset
+    if dataset is None:
+        dataset = None if args.weights else "digits"
+    elif dataset == "none":
+        dataset = None
+    lr = args.lr if args.lr is not None else (0.1 if args.optimizer == "sgd" else 2e-3)
+    weight_decay = args.weight_decay
+    if weight_decay is None:
+        weight_decay = 5e-4 if args.optimizer == "sgd" else 0.05
+    return BuildRequest(
+        arch=args.arch,
+        activation=args.activation,
+        activation_params=dict(args.act_param or []),
+        dataset=dataset,
+        image_size=args.image_size,
+        width=args.width,
+        weights=args.weights,
+        labels=args.labels,
+        normalise=args.normalise,
+        val_fraction=args.val_fraction,
+        shapes_per_class=args.shapes_per_class,
+        train=TrainConfig(
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            optimizer=args.optimizer,
+            lr=lr,
+            weight_decay=weight_decay,
+            schedule=args.schedule,
+            label_smoothing=args.label_smoothing,
+            augment=not args.no_augment,
+            seed=args.seed,
+        ),
+        name=args.name,
+        version=args.version,
+        repository=args.models_dir,
+        progress=not args.quiet,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = build_model(request_from_args(args))
+    published = result.published
+    accuracy = published.card.val_accuracy
+    print(
+        f"published {published.name} version {published.version}: {published.path} "
+        f"(sha256 {published.sha256[:12]}…, {published.card.parameters:,} parameters"
+        + (f", val accuracy {accuracy:.4f}" if accuracy is not None else "")
+        + ")"
+    )
+    for extension in BUILD_EXTENSIONS:
+        extension.after_build(args, result)
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "build",
+        help="train or load a ResNet, export it to ONNX and publish it",
+        description="Build one classifier: load data, build the ResNet with the chosen "
+        "activation (optionally from a weights file), train it, export it to ONNX with its "
+        "model card, check it (onnx.checker, onnxruntime-vs-torch parity) and publish it "
+        "atomically as <models-dir>/<name>/<version>/model.onnx. Nothing is written if any step "
+        "fails.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    model = parser.add_argument_group("model")
+    model.add_argument(
+        "--arch", default="resnet20", help=f"architecture: {', '.join(ARCHITECTURES)}"
+    )
+    model.add_argument(
+        "--activation",
+        default="relu",
+        help=f"activation at every site: {', '.join(NETWORK_ACTIVATIONS)} "
+        "(see `python -m export activations`)",
+    )
+    model.add_argument(
+        "--act-param",
+        action="append",
+        type=parse_param,
+        metavar="NAME=VALUE",
+        help="activation parameter, repeatable (e.g. --act-param alpha=0.5)",
+    )
+    model.add_argument(
+        "--width",
+        type=positive_int,
+        default=None,
+        help="channels of the first stage (default: 16 CIFAR-style, 64 ImageNet-style)",
+    )
+    model.add_argument(
+        "--weights",
+        type=Path,
+        default=None,
+        help="start from a torchvision/timm ResNet state dict (.pth/.pt loaded "
+        "with weights_only=True, or .safetensors); the head is replaced if the "
+        "class count differs",
+    )
+    data = parser.add_argument_group("data")
+    data.add_argument(
+        "--dataset",
+        default=None,
+        help=f"{', '.join(DATASETS)} or none (default: digits, or none with --weights)",
+    )
+    data.add_argument(
+        "--labels",
+        default=None,
+        help="class names: 'imagenet' (the shipped 1000) or a file, one per line",
+    )
+    data.add_argument(
+        "--image-size",
+        type=positive_int,
+        default=None,
+        help="square network input in pixels (default: 32 CIFAR-style, 224 ImageNet-style)",
+    )
+    data.add_argument(
+        "--normalise",
+        choices=("dataset", "imagenet"),
+        default=None,
+        help="mean/std: of the training split, or ImageNet's (default: imagenet "
+        "with --weights or without a dataset, else dataset)",
+    )
+    data.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.2,
+        help="fraction of each class held out for validation (stratified)",
+    )
+    data.add_argument(
+        "--shapes-per-class",
+        type=positive_int,
+        default=300,
+        help="images per class for the shapes dataset",
+    )
+    train = parser.add_argument_group("training")
+    train.add_argument(
+        "--epochs",
+        type=non_negative_int,
+        default=15,
+        help="training epochs; 0 exports the model as it is",
+    )
+    train.add_argument("--batch-size", type=positive_int, default=128, help="batch size")
+    train.add_argument(
+        "--optimizer",
+        choices=("sgd", "adamw"),
+        default="sgd",
+        help="SGD with Nesterov momentum 0.9, or AdamW",
+    )
+    train.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="peak learning rate (default: 0.1 for sgd, 2e-3 for adamw)",
+    )
+    train.add_argument(
+        "--weight-decay",
+        type=float,
+        default=None,
+        help="weight decay on conv/linear weights (default: 5e-4 sgd, 0.05 adamw)",
+    )
+    train.add_argument(
+        "--schedule",
+        choices=("onecycle", "cosine", "constant"),
+        default="onecycle",
+        help="learning-rate schedule",
+    )
+    train.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing")
+    train.add_argument(
+        "--no-augment", action="store_true", help="disable random translations and flips"
+    )
+    train.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed for initialisation, split, shuffling and augmentation",
+    )
+    train.add_argument(
+        "--threads",
+        type=non_negative_int,
+        default=0,
+        help="torch CPU threads (0 = torch's default)",
+    )
+    out = parser.add_argument_group("output")
+    out.add_argument(
+        "--name",
+        default=None,
+        help="model name in the repository (default: <arch>-<activation>-<dataset>)",
+    )
+    out.add_argument(
+        "--version",
+        type=positive_int,
+        default=None,
+        help="version to publish (default: the next free one; never overwrites)",
+    )
+    out.add_argument(
+        "--models-dir",
+        type=Path,
+        default=Path(os.environ.get("ACTLAB_MODELS_DIR", "models")),
+        help="model repository (default: $ACTLAB_MODELS_DIR or models)",
+    )
+    out.add_argument("--quiet", action="store_true", help="no progress bar")
+    for extension in BUILD_EXTENSIONS:
+        extension.add_arguments(parser)
+    parser.set_defaults(func=run)
