@@ -95,9 +95,9 @@ def _infer(
     started = time.perf_counter_ns()
     json_part, binary_part = split_body(body.body, body.header_length)
     request = parse_request(json_part)
-    specs = requested_outputs(request.outputs, request.parameters)
     reader = BinaryReader(binary_part) if body.header_length is not None else None
     inputs = read_inputs(request.inputs, reader, model, context.max_batch_size)
+    specs = requested_outputs(request.outputs, request.parameters)
     if reader is not None:
         reader.finish()
     deadline.check()

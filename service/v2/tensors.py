@@ -61,9 +61,11 @@ def read_inputs(
     names = [item.name for item in inputs]
     unknown = [name for name in names if name not in INPUT_NAMES]
     if unknown:
+        channels, height, width = model.input_spec.shape
         raise BadRequest(
             f"unknown input {unknown[0]!r}; model {model.name!r} accepts exactly one of the "
-            f"inputs {INPUT_NAME!r} (FP32 [N, 3, H, W]) or {IMAGE_INPUT!r} (BYTES [N])"
+            f"inputs {INPUT_NAME!r} (FP32 [N, {channels}, {height}, {width}]) or "
+            f"{IMAGE_INPUT!r} (BYTES [N])"
         )
     if len(inputs) != 1:
         raise BadRequest(
