@@ -131,6 +131,7 @@ def test_api_environment_is_valid_settings(services: dict[str, Any]) -> None:
         assert required in environment
     values = {fields[key]: with_defaults(str(value)) for key, value in environment.items()}
     settings = Settings.model_validate(values)
+    assert services["api"]["env_file"] == [{"path": ".env", "required": False}]
     assert settings.max_body_bytes == Settings().max_body_bytes
     assert settings.default_model is None and settings.api_key is None  # empty = unset
 
