@@ -76,7 +76,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_age=600,
         )
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    if settings.api_key:
+        _document_api_key(app)
     return app
+
+
+def _document_api_key(app: FastAPI) -> None:
+    """Declare the API key in the OpenAPI schema so /docs offers an Authorize button."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            }
+            for path, operations in schema.get("paths", {}).items():
+                if path.endswith(("/health/live", "/health/ready")):
+                    continue
+                for operation in operations.values():
+                    operation["security"] = [{"bearer": []}, {"apiKey": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _rejection_counter(metrics: Metrics) -> Callable[[str], None]:

@@ -186,6 +186,18 @@ def test_api_key_accepted_as_bearer_or_header(keyed_client: TestClient) -> None:
     assert keyed_client.get("/health/ready").status_code == 200
 
 
+def test_openapi_declares_the_api_key(keyed_client: TestClient) -> None:
+    spec = keyed_client.get("/openapi.json").json()
+    assert spec["components"]["securitySchemes"]["apiKey"] == {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
+    }
+    classify = spec["paths"]["/v1/classify"]["post"]
+    assert classify["security"] == [{"bearer": []}, {"apiKey": []}]
+    assert "security" not in spec["paths"]["/health/live"]["get"]
+
+
 def test_cors_from_settings(keyed_client: TestClient) -> None:
     preflight = keyed_client.options(
         "/v1/classify",
