@@ -202,8 +202,12 @@ def _f(p: dict[str, ParamValue], name: str) -> float:
 
 # --------------------------------------------------------------------------- the catalogue
 
-_GELU_APPROX = Param("approximate", "none", "'none' = exact erf form, 'tanh' = tanh approximation",
-                     choices=("none", "tanh"))
+_GELU_APPROX = Param(
+    "approximate",
+    "none",
+    "'none' = exact erf form, 'tanh' = tanh approximation",
+    choices=("none", "tanh"),
+)
 
 
 def _gelu(x: Array, p: dict[str, ParamValue]) -> Array:
@@ -248,161 +252,226 @@ _BETA = Param("beta", 1.0, "input scale", minimum=0.1, maximum=10.0)
 
 _ENTRIES: tuple[Activation, ...] = (
     Activation(
-        "relu", "max(0, x)", "Rectified linear unit: cheapest nonlinearity; dead for x < 0.",
+        "relu",
+        "max(0, x)",
+        "Rectified linear unit: cheapest nonlinearity; dead for x < 0.",
         lambda x, p: _relu(x),
         lambda x, p: _step(x),
         lambda p: _props(0.0, None, monotonic=True, smooth=False, saturation="negative"),
     ),
     Activation(
-        "relu6", "min(max(0, x), 6)", "ReLU capped at 6 (MobileNet).",
+        "relu6",
+        "min(max(0, x), 6)",
+        "ReLU capped at 6 (MobileNet).",
         lambda x, p: np.clip(x, 0.0, 6.0),
         lambda x, p: ((x > 0.0) & (x < 6.0)).astype(np.float64),
         lambda p: _props(0.0, 6.0, monotonic=True, smooth=False, saturation="both"),
     ),
     Activation(
-        "leaky_relu", "x if x > 0 else negative_slope * x",
+        "leaky_relu",
+        "x if x > 0 else negative_slope * x",
         "ReLU with a small negative slope, so units never die.",
         lambda x, p: np.where(x > 0.0, x, _f(p, "negative_slope") * x),
         lambda x, p: np.where(x > 0.0, 1.0, _f(p, "negative_slope")),
         lambda p: _props(
-            None if _f(p, "negative_slope") > 0 else 0.0, None, monotonic=True, smooth=False,
+            None if _f(p, "negative_slope") > 0 else 0.0,
+            None,
+            monotonic=True,
+            smooth=False,
             saturation="none" if _f(p, "negative_slope") > 0 else "negative",
         ),
         params=(Param("negative_slope", 0.01, "slope for x < 0", minimum=0.0, maximum=1.0),),
     ),
     Activation(
-        "prelu", "x if x > 0 else a * x  (a learned, initialised to init)",
+        "prelu",
+        "x if x > 0 else a * x  (a learned, initialised to init)",
         "Parametric ReLU: the negative slope is learned, per channel or one for the layer.",
         lambda x, p: np.where(x > 0.0, x, _f(p, "init") * x),
         lambda x, p: np.where(x > 0.0, 1.0, _f(p, "init")),
         lambda p: _props(
-            None if _f(p, "init") > 0 else 0.0, None, monotonic=True, smooth=False,
+            None if _f(p, "init") > 0 else 0.0,
+            None,
+            monotonic=True,
+            smooth=False,
             saturation="none" if _f(p, "init") > 0 else "negative",
         ),
         params=(
             Param("init", 0.25, "initial negative slope", minimum=0.0, maximum=1.0),
-            Param("mode", "channel", "'channel' = one slope per channel, 'single' = one per site",
-                  choices=("channel", "single")),
+            Param(
+                "mode",
+                "channel",
+                "'channel' = one slope per channel, 'single' = one per site",
+                choices=("channel", "single"),
+            ),
         ),
     ),
     Activation(
-        "elu", "x if x > 0 else alpha * (exp(x) - 1)",
+        "elu",
+        "x if x > 0 else alpha * (exp(x) - 1)",
         "Exponential linear unit: smooth negative side saturating at -alpha.",
         lambda x, p: np.where(x > 0.0, x, _f(p, "alpha") * np.expm1(np.minimum(x, 0.0))),
         lambda x, p: np.where(x > 0.0, 1.0, _f(p, "alpha") * np.exp(np.minimum(x, 0.0))),
-        lambda p: _props(-_f(p, "alpha"), None, monotonic=True, smooth=_f(p, "alpha") == 1.0,
-                         saturation="negative"),
+        lambda p: _props(
+            -_f(p, "alpha"),
+            None,
+            monotonic=True,
+            smooth=_f(p, "alpha") == 1.0,
+            saturation="negative",
+        ),
         params=(_ALPHA,),
     ),
     Activation(
-        "selu", "scale * (x if x > 0 else alpha * (exp(x) - 1)), alpha≈1.6733, scale≈1.0507",
+        "selu",
+        "scale * (x if x > 0 else alpha * (exp(x) - 1)), alpha≈1.6733, scale≈1.0507",
         "Scaled ELU with self-normalising constants.",
         lambda x, p: _SELU_SCALE * np.where(x > 0.0, x, _SELU_ALPHA * np.expm1(np.minimum(x, 0.0))),
         lambda x, p: _SELU_SCALE * np.where(x > 0.0, 1.0, _SELU_ALPHA * np.exp(np.minimum(x, 0.0))),
-        lambda p: _props(-_SELU_SCALE * _SELU_ALPHA, None, monotonic=True, smooth=False,
-                         saturation="negative"),
+        lambda p: _props(
+            -_SELU_SCALE * _SELU_ALPHA, None, monotonic=True, smooth=False, saturation="negative"
+        ),
     ),
     Activation(
-        "celu", "max(0, x) + min(0, alpha * (exp(x / alpha) - 1))",
+        "celu",
+        "max(0, x) + min(0, alpha * (exp(x / alpha) - 1))",
         "Continuously differentiable ELU for any alpha.",
-        lambda x, p: np.maximum(x, 0.0)
-        + np.minimum(0.0, _f(p, "alpha") * np.expm1(np.minimum(x, 0.0) / _f(p, "alpha"))),
+        lambda x, p: (
+            np.maximum(x, 0.0)
+            + np.minimum(0.0, _f(p, "alpha") * np.expm1(np.minimum(x, 0.0) / _f(p, "alpha")))
+        ),
         lambda x, p: np.where(x > 0.0, 1.0, np.exp(np.minimum(x, 0.0) / _f(p, "alpha"))),
         lambda p: _props(-_f(p, "alpha"), None, monotonic=True, smooth=True, saturation="negative"),
         params=(_ALPHA,),
     ),
     Activation(
-        "gelu", "x * Phi(x)  (Phi = standard normal CDF)",
+        "gelu",
+        "x * Phi(x)  (Phi = standard normal CDF)",
         "Gaussian error linear unit (transformers); smooth, non-monotonic near -0.75.",
         _gelu,
         _gelu_df,
         lambda p: _props(
-            None, None, monotonic=False, smooth=True, saturation="negative",
+            None,
+            None,
+            monotonic=False,
+            smooth=True,
+            saturation="negative",
             min_value=_numeric_min(lambda t: _gelu(t, dict(p)), -5.0, 1.0),
         ),
         params=(_GELU_APPROX,),
     ),
     Activation(
-        "silu", "x * sigmoid(beta * x)", "Sigmoid-weighted linear unit (Swish); beta=1 is SiLU.",
+        "silu",
+        "x * sigmoid(beta * x)",
+        "Sigmoid-weighted linear unit (Swish); beta=1 is SiLU.",
         lambda x, p: x * _sigmoid(_f(p, "beta") * x),
         _silu_df,
         lambda p: _props(
-            None, None, monotonic=False, smooth=True, saturation="negative",
+            None,
+            None,
+            monotonic=False,
+            smooth=True,
+            saturation="negative",
             min_value=_numeric_min(lambda t: t * _sigmoid(_f(p, "beta") * t), -60.0, 1.0),
         ),
         params=(_BETA,),
         aliases=("swish",),
     ),
     Activation(
-        "mish", "x * tanh(softplus(x))", "Self-regularised non-monotonic activation (YOLOv4).",
+        "mish",
+        "x * tanh(softplus(x))",
+        "Self-regularised non-monotonic activation (YOLOv4).",
         _mish,
         _mish_df,
         lambda p: _props(
-            None, None, monotonic=False, smooth=True, saturation="negative",
+            None,
+            None,
+            monotonic=False,
+            smooth=True,
+            saturation="negative",
             min_value=_numeric_min(lambda t: _mish(t, {}), -5.0, 1.0),
         ),
     ),
     Activation(
-        "softplus", "log(1 + exp(beta * x)) / beta  (x where beta * x > threshold)",
+        "softplus",
+        "log(1 + exp(beta * x)) / beta  (x where beta * x > threshold)",
         "Smooth approximation of ReLU; always positive.",
         lambda x, p: _softplus(x, _f(p, "beta"), _f(p, "threshold")),
         _softplus_df,
         lambda p: _props(0.0, None, monotonic=True, smooth=True, saturation="negative"),
         params=(
             _BETA,
-            Param("threshold", 20.0, "above beta * x > threshold, return x", minimum=1.0,
-                  maximum=50.0),
+            Param(
+                "threshold", 20.0, "above beta * x > threshold, return x", minimum=1.0, maximum=50.0
+            ),
         ),
     ),
     Activation(
-        "softsign", "x / (1 + |x|)", "Like tanh but with polynomial (slower) saturation.",
+        "softsign",
+        "x / (1 + |x|)",
+        "Like tanh but with polynomial (slower) saturation.",
         lambda x, p: x / (1.0 + np.abs(x)),
         lambda x, p: (1.0 / (1.0 + np.abs(x))) ** 2,
-        lambda p: _props(-1.0, 1.0, monotonic=True, smooth=True, zero_centred=True,
-                         saturation="both"),
+        lambda p: _props(
+            -1.0, 1.0, monotonic=True, smooth=True, zero_centred=True, saturation="both"
+        ),
     ),
     Activation(
-        "tanh", "tanh(x)", "Zero-centred but saturating: gradients vanish for |x| > ~3.",
+        "tanh",
+        "tanh(x)",
+        "Zero-centred but saturating: gradients vanish for |x| > ~3.",
         lambda x, p: np.tanh(x),
         lambda x, p: 1.0 - np.tanh(x) ** 2,
-        lambda p: _props(-1.0, 1.0, monotonic=True, smooth=True, zero_centred=True,
-                         saturation="both"),
+        lambda p: _props(
+            -1.0, 1.0, monotonic=True, smooth=True, zero_centred=True, saturation="both"
+        ),
     ),
     Activation(
-        "sigmoid", "1 / (1 + exp(-x))", "Logistic; max gradient 0.25, saturating: trains slowly.",
+        "sigmoid",
+        "1 / (1 + exp(-x))",
+        "Logistic; max gradient 0.25, saturating: trains slowly.",
         lambda x, p: _sigmoid(x),
         lambda x, p: _sigmoid(x) * (1.0 - _sigmoid(x)),
         lambda p: _props(0.0, 1.0, monotonic=True, smooth=True, saturation="both"),
     ),
     Activation(
-        "hardsigmoid", "relu6(x + 3) / 6", "Piecewise-linear sigmoid (cheap).",
+        "hardsigmoid",
+        "relu6(x + 3) / 6",
+        "Piecewise-linear sigmoid (cheap).",
         lambda x, p: np.clip(x + 3.0, 0.0, 6.0) / 6.0,
         lambda x, p: np.where((x > -3.0) & (x < 3.0), 1.0 / 6.0, 0.0),
         lambda p: _props(0.0, 1.0, monotonic=True, smooth=False, saturation="both"),
     ),
     Activation(
-        "hardswish", "x * relu6(x + 3) / 6", "Piecewise approximation of Swish (MobileNetV3).",
+        "hardswish",
+        "x * relu6(x + 3) / 6",
+        "Piecewise approximation of Swish (MobileNetV3).",
         lambda x, p: x * np.clip(x + 3.0, 0.0, 6.0) / 6.0,
         lambda x, p: np.where(x < -3.0, 0.0, np.where(x > 3.0, 1.0, (2.0 * x + 3.0) / 6.0)),
-        lambda p: _props(None, None, monotonic=False, smooth=False, saturation="negative",
-                         min_value=-0.375),
+        lambda p: _props(
+            None, None, monotonic=False, smooth=False, saturation="negative", min_value=-0.375
+        ),
     ),
     Activation(
-        "gaussian", "exp(-x^2)", "Radial bump: non-monotonic, bounded, saturating on both sides.",
+        "gaussian",
+        "exp(-x^2)",
+        "Radial bump: non-monotonic, bounded, saturating on both sides.",
         lambda x, p: np.exp(-_square_capped(x)),
         lambda x, p: -2.0 * x * np.exp(-_square_capped(x)),
         lambda p: _props(0.0, 1.0, monotonic=False, smooth=True, saturation="both"),
     ),
     Activation(
-        "identity", "x",
+        "identity",
+        "x",
         "No nonlinearity: the whole network collapses to one linear map (per BatchNorm affine).",
         lambda x, p: x.copy(),
         lambda x, p: np.ones_like(x),
-        lambda p: _props(None, None, monotonic=True, smooth=True, zero_centred=True,
-                         saturation="none"),
+        lambda p: _props(
+            None, None, monotonic=True, smooth=True, zero_centred=True, saturation="none"
+        ),
     ),
     Activation(
-        "binary_step", "1 if x > 0 else 0", "Heaviside step: gradient zero almost everywhere, so "
+        "binary_step",
+        "1 if x > 0 else 0",
+        "Heaviside step: gradient zero almost everywhere, so "
         "it cannot be trained by backpropagation (usable for export and inference only).",
         lambda x, p: _step(x),
         lambda x, p: np.zeros_like(x),
@@ -410,24 +479,37 @@ _ENTRIES: tuple[Activation, ...] = (
         trainable=False,
     ),
     Activation(
-        "maxout", "max over groups of k consecutive inputs",
+        "maxout",
+        "max over groups of k consecutive inputs",
         "Maxout: max over k linear pieces (the preceding convolution is widened k times).",
         lambda x, p: maxout(x, int(p["k"])),
         lambda x, p: maxout_grad(x, int(p["k"])),
         lambda p: _props(None, None, monotonic=True, smooth=False, saturation="none"),
-        params=(Param("k", 2, "group size (number of linear pieces)", minimum=2, maximum=4,
-                      integer=True),),
+        params=(
+            Param(
+                "k", 2, "group size (number of linear pieces)", minimum=2, maximum=4, integer=True
+            ),
+        ),
         kind="grouped",
     ),
     Activation(
-        "softmax", "exp(x_i - max(x)) / sum_j exp(x_j - max(x))",
+        "softmax",
+        "exp(x_i - max(x)) / sum_j exp(x_j - max(x))",
         "Turns a vector of scores into probabilities (the classifier's last step, not a hidden "
         "activation). dy is the diagonal of the Jacobian, p_i * (1 - p_i).",
         lambda x, p: softmax(x, int(p["axis"])),
         lambda x, p: softmax(x, int(p["axis"])) * (1.0 - softmax(x, int(p["axis"]))),
         lambda p: _props(0.0, 1.0, monotonic=False, smooth=True, saturation="both"),
-        params=(Param("axis", -1, "axis along which probabilities sum to 1", minimum=-8,
-                      maximum=7, integer=True),),
+        params=(
+            Param(
+                "axis",
+                -1,
+                "axis along which probabilities sum to 1",
+                minimum=-8,
+                maximum=7,
+                integer=True,
+            ),
+        ),
         kind="vector",
     ),
 )
@@ -445,7 +527,9 @@ def softmax(x: Array, axis: int = -1) -> Array:
 
 def _groups(x: Array, k: int) -> Array:
     if x.shape[-1] % k != 0:
-        raise CatalogueError(f"maxout needs the last axis ({x.shape[-1]}) to be a multiple of k={k}")
+        raise CatalogueError(
+            f"maxout needs the last axis ({x.shape[-1]}) to be a multiple of k={k}"
+        )
     return x.reshape(*x.shape[:-1], x.shape[-1] // k, k)
 
 

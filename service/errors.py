@@ -111,7 +111,7 @@ def _describe_validation(exc: RequestValidationError) -> str:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Render every error (ours, FastAPI's validation, Starlette's HTTP, unexpected) the same way."""
+    """Render every error (ours, FastAPI validation, Starlette HTTP, unexpected) the same way."""
 
     @app.exception_handler(ServiceError)
     async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:

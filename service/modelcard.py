@@ -25,7 +25,7 @@ KEY_PREFIX = "actlab."
 CARD_VERSION_KEY = KEY_PREFIX + "card_version"
 
 INPUT_NAME = "input"
-"""float32 [batch, 3, H, W], RGB, already resized, cropped and normalised with the card's mean/std."""
+"""float32 [batch, 3, H, W], RGB, resized, cropped and normalised with the card's mean/std."""
 LOGITS_NAME = "logits"
 """float32 [batch, num_classes]."""
 PROBABILITIES_NAME = "probabilities"
