@@ -1,0 +1,1 @@
+"""The benchmark suite (``python -m bench``): the service vs the hardware and the alternatives."""

@@ -1,0 +1,98 @@
+"""What one run measures: the full profile (``make bench``) and the smoke profile (CI, seconds)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+CACHE_DIR = BENCH_DIR / ".cache"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """One HTTP server under test: the service with given settings, or the naive reference."""
+
+    key: str
+    label: str
+    kind: str  # "service" | "naive"
+    workers: int = 1
+    intra_op_threads: int = 0  # 0 = the service's default (the CPU quota)
+    batch_max_size: int = 1
+    batch_max_wait_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    arch: str
+    input_size: int
+    resize_size: int
+    photo_size: tuple[int, int]
+    photos: int
+    inprocess_runs: int
+    batch_sizes: tuple[int, ...]
+    torch_runs: int
+    concurrencies: tuple[int, ...]
+    requests_per_client: int
+    min_requests: int
+    servers: tuple[ServerConfig, ...]
+    probe_per_class: int  # shapes images per class for BN statistics + the linear-probe head
+    val_per_class: int  # shapes images per class for accuracy and INT8 agreement
+    calibration_images: int
+
+
+SERVICE = ServerConfig("service", "service (defaults)", "service")
+SERVICE_BATCH = ServerConfig(
+    "service-batch8", "service, batching 8 / 0 ms", "service", batch_max_size=8
+)
+SERVICE_BATCH_WAIT = ServerConfig(
+    "service-batch8-5ms",
+    "service, batching 8 / 5 ms",
+    "service",
+    batch_max_size=8,
+    batch_max_wait_ms=5.0,
+)
+SERVICE_2W = ServerConfig(
+    "service-2w1t", "service, 2 workers × 1 thread", "service", workers=2, intra_op_threads=1
+)
+NAIVE = ServerConfig("naive", "naive reference (d)", "naive")
+
+FULL = Profile(
+    name="full",
+    arch="resnet50",
+    input_size=224,
+    resize_size=256,
+    photo_size=(1920, 1280),
+    photos=8,
+    inprocess_runs=40,
+    batch_sizes=(1, 2, 4, 8, 16),
+    torch_runs=20,
+    concurrencies=(1, 4, 16),
+    requests_per_client=10,
+    min_requests=60,
+    servers=(SERVICE, SERVICE_BATCH, SERVICE_BATCH_WAIT, SERVICE_2W, NAIVE),
+    probe_per_class=40,
+    val_per_class=40,
+    calibration_images=64,
+)
+
+SMOKE = Profile(
+    name="smoke",
+    arch="resnet8",
+    input_size=32,
+    resize_size=36,
+    photo_size=(320, 240),
+    photos=2,
+    inprocess_runs=3,
+    batch_sizes=(1, 2),
+    torch_runs=2,
+    concurrencies=(1, 2),
+    requests_per_client=2,
+    min_requests=3,
+    servers=(SERVICE, SERVICE_BATCH, NAIVE),
+    probe_per_class=4,
+    val_per_class=3,
+    calibration_images=4,
+)

@@ -1,0 +1,156 @@
+"""One run of the suite: every measurement side by side, then the ratios and the targets."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import inprocess
+from bench.config import BENCH_DIR, Profile
+from bench.images import SMALL_SIZE, photo_jpegs
+from bench.load import http_result, write_bodies
+from bench.machine import describe_machine
+from bench.models import load_validation, prepare_models
+from bench.servers import start_server
+from bench.stats import Result
+from bench.targets import evaluate_targets
+
+ACTIVATION_TAX_JSON = BENCH_DIR / "results" / "activation_tax.json"
+ACTIVATION_TAX_MD = BENCH_DIR / "results" / "activation_tax.md"
+
+Log = Callable[[str], None]
+
+
+def run_suite(profile: Profile, command: str, log: Log = print) -> dict[str, Any]:
+    started = time.perf_counter()
+    machine = describe_machine()
+    models = prepare_models(profile, log)
+    photos = photo_jpegs(profile.photos, profile.photo_size, seed=100)
+    small = photo_jpegs(profile.photos, SMALL_SIZE, seed=200)
+    photo_mp = profile.photo_size[0] * profile.photo_size[1] / 1e6
+    os.environ["BENCH_NAIVE_MODEL"] = str(models.fp32_path)
+    results: list[Result] = []
+
+    log("in-process: (a) session.run on ready tensors")
+    runtime = inprocess.load_runtime(models.fp32_path, models.name)
+    a = inprocess.session_results(
+        runtime, photos[0], profile.batch_sizes, profile.inprocess_runs,
+        group="a", prefix="a", label="(a) session.run, ready tensor",
+    )  # fmt: skip
+    results += a
+    best = max(a, key=lambda r: r.throughput).batch
+    log(f"in-process: best batch size {best}; (b) the service pipeline")
+    results += inprocess.pipeline_results(runtime, photos, small, profile.inprocess_runs, photo_mp)
+    results += inprocess.decode_results(runtime, photos, profile.inprocess_runs, photo_mp)
+
+    log("in-process: INT8")
+    runtime8 = inprocess.load_runtime(models.int8_path, f"{models.name}-int8")
+    results += inprocess.session_results(
+        runtime8, photos[0], tuple(sorted({1, best})), profile.inprocess_runs,
+        group="int8", prefix="int8", label="INT8 QDQ session.run, ready tensor",
+    )  # fmt: skip
+    val = load_validation(models, runtime.card)
+    from bench.int8 import top1_agreement
+
+    agreement = top1_agreement(models.fp32_path, models.int8_path, val)
+
+    log("in-process: (e) PyTorch eager")
+    tensor_1 = inprocess.ready_tensor(runtime, photos[0], 1)
+    num_classes = len(runtime.card.labels)
+    results += inprocess.torch_results(
+        models.weights_path, profile.arch, num_classes, tensor_1, tuple(sorted({1, best})),
+        profile.torch_runs,
+    )  # fmt: skip
+    torch_diff = inprocess.torch_parity(
+        models.weights_path, profile.arch, num_classes, runtime, val[:4]
+    )
+    del runtime, runtime8
+    gc.collect()
+
+    cold_starts: dict[str, float] = {}
+    loadgen: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        photo_bodies = write_bodies(photos, Path(tmp) / "photo")
+        small_bodies = write_bodies(small, Path(tmp) / "small")
+        for config in profile.servers:
+            log(f"http: {config.label}")
+            group = "d" if config.kind == "naive" else "c"
+            with start_server(config, models.fp32_repo, models.fp32_path) as server:
+                cold_starts[config.key] = server.cold_start_s
+                levels = [(c, photo_bodies, "photo") for c in profile.concurrencies]
+                if config.key in ("service", "naive"):
+                    levels.append((1, small_bodies, "224"))
+                for concurrency, bodies, kind in levels:
+                    requests = max(profile.min_requests, profile.requests_per_client * concurrency)
+                    size = f"{photo_mp:.1f} MP" if kind == "photo" else "224×224"
+                    result, cost = http_result(
+                        server, bodies, concurrency, requests, group=group,
+                        key=f"{config.key}-{kind}-c{concurrency}",
+                        label=f"{config.label}, {size}, c={concurrency}",
+                    )  # fmt: skip
+                    results.append(result)
+                    loadgen.append(cost.__dict__)
+
+    tax = _activation_tax()
+    report: dict[str, Any] = {
+        "profile": profile.name,
+        "command": command,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine,
+        "machine_after": describe_machine(load_only=True),
+        "models": {**models.info, "name": models.name, "int8_agreement_now": agreement,
+                   "torch_vs_onnxruntime_max_abs_logit_diff": torch_diff},
+        "photo_size": list(profile.photo_size),
+        "photo_bytes": [len(p) for p in photos],
+        "small_bytes": [len(s) for s in small],
+        "best_batch": best,
+        "results": [r.as_json() for r in results],
+        "cold_start_s": cold_starts,
+        "loadgen": loadgen,
+        "activation_tax": tax,
+        "servers": [c.__dict__ for c in profile.servers],
+    }  # fmt: skip
+    report["ratios"] = ratios(results)
+    report["targets"] = evaluate_targets(report)
+    report["duration_s"] = round(time.perf_counter() - started, 1)
+    return report
+
+
+def ratios(results: list[Result]) -> dict[str, dict[str, float | None]]:
+    """Per row: p50 ÷ (a) batch 1, p50 ÷ (b) at the photo size, and vs (d) at the same load."""
+    by_key = {r.key: r for r in results}
+    limit = by_key.get("a-b1")
+    pipeline = by_key.get("b-photo")
+    out: dict[str, dict[str, float | None]] = {}
+    for r in results:
+        naive = None
+        if r.group in ("c", "d"):
+            kind = r.key.split("-")[-2]
+            naive = by_key.get(f"naive-{kind}-c{r.concurrency}")
+        out[r.key] = {
+            "p50_vs_a": r.p50_ms / limit.p50_ms if limit else None,
+            "p50_vs_b": r.p50_ms / pipeline.p50_ms if pipeline else None,
+            "p50_vs_d": r.p50_ms / naive.p50_ms if naive else None,
+            "throughput_vs_d": r.throughput / naive.throughput if naive else None,
+            "p99_vs_d": r.p99_ms / naive.p99_ms if naive else None,
+        }
+    return out
+
+
+def _activation_tax() -> dict[str, Any] | None:
+    """The activation fast-path helper's results (bench/activation_tax.py), if it has run."""
+    if ACTIVATION_TAX_JSON.exists():
+        try:
+            return {"json": json.loads(ACTIVATION_TAX_JSON.read_text()), "source": "json"}
+        except ValueError:
+            pass
+    if ACTIVATION_TAX_MD.exists():
+        return {"markdown": ACTIVATION_TAX_MD.read_text(), "source": "markdown"}
+    return None
