@@ -78,10 +78,15 @@ async def _infer(
     statistics: StatisticsDep,
 ) -> Response:
     received = time.perf_counter_ns()
-    body = InferBody(await request.body(), request.headers.get(HEADER_LENGTH))
+    body = InferBody(
+        await request.body(),
+        header_length=request.headers.get(HEADER_LENGTH),
+        content_encoding=request.headers.get("content-encoding"),
+    )
     context = InferContext(
         limits=DecodeLimits(settings.max_pixels, settings.max_frames),
         max_batch_size=settings.max_images_per_request,
+        max_body_bytes=settings.max_body_bytes,
         metrics=metrics,
         statistics=statistics,
     )

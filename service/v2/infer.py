@@ -20,6 +20,7 @@ from service.metrics import Metrics
 from service.modelcard import LOGITS_NAME, PROBABILITIES_NAME
 from service.runtime import ModelRuntime
 from service.v2.binary import BinaryReader, split_body
+from service.v2.encoding import decode_content
 from service.v2.outputs import render_outputs, requested_outputs
 from service.v2.schemas import InferenceRequest
 from service.v2.statistics import InferenceStatistics, StageTimes
@@ -30,6 +31,7 @@ from service.v2.tensors import read_inputs
 class InferBody:
     body: bytes
     header_length: str | None  # the Inference-Header-Content-Length header, if sent
+    content_encoding: str | None = None  # gzip / deflate / identity
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class InferResult:
 class InferContext:
     limits: DecodeLimits
     max_batch_size: int
+    max_body_bytes: int
     metrics: Metrics
     statistics: InferenceStatistics
 
@@ -93,7 +96,8 @@ def _infer(
     queued_ns: int,
 ) -> InferResult:
     started = time.perf_counter_ns()
-    json_part, binary_part = split_body(body.body, body.header_length)
+    content = decode_content(body.body, body.content_encoding, context.max_body_bytes)
+    json_part, binary_part = split_body(content, body.header_length)
     request = parse_request(json_part)
     reader = BinaryReader(binary_part) if body.header_length is not None else None
     inputs = read_inputs(request.inputs, reader, model, context.max_batch_size)

@@ -174,8 +174,9 @@ def _read_images(item: RequestInput, raw: bytes | None, max_batch_size: int) -> 
             f"input {IMAGE_INPUT!r}: content_type {content_type!r} is not supported; use "
             f"'{BASE64}' in JSON, or raw image bytes with the binary extension"
         )
+    elements: list[bytes | str]
     if raw is not None:
-        elements = decode_bytes_elements(raw, IMAGE_INPUT)
+        elements = list(decode_bytes_elements(raw, IMAGE_INPUT))
         encoded = content_type == BASE64
     else:
         elements = _json_strings(item.data)
@@ -186,7 +187,7 @@ def _read_images(item: RequestInput, raw: bytes | None, max_batch_size: int) -> 
             f"{shape[0]}"
         )
     if not encoded:
-        return [bytes(element) for element in elements]
+        return [element for element in elements if isinstance(element, bytes)]
     return [_unbase64(element, index) for index, element in enumerate(elements)]
 
 

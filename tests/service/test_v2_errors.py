@@ -4,6 +4,7 @@ runs (a counting wrapper around each model's run), and the next valid request st
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import struct
 from collections.abc import Iterator
@@ -199,6 +200,24 @@ CASES: list[tuple[str, dict[str, Any], int, str]] = [
         b"\x01\x00"), 400,
      "input 'image': BYTES element 0 has a truncated 4-byte length"),
 ]  # fmt: skip
+
+
+def encoded(content: bytes, encoding: str) -> dict[str, Any]:
+    return raw(content, {"content-type": "application/json", "content-encoding": encoding})
+
+
+GOOD_JSON = json.dumps({"inputs": [tensor()]}).encode()
+BOMB = gzip.compress(b'{"inputs": [' + b" " * 1_000_000 + b"]}")
+ENCODING_CASES: list[tuple[str, dict[str, Any], int, str]] = [
+    ("encoding-br", encoded(GOOD_JSON, "br"), 415,
+     "Content-Encoding 'br' is not supported; send gzip, deflate or identity"),
+    ("encoding-not-gzip", encoded(GOOD_JSON, "gzip"), 400, "the body is not valid gzip data"),
+    ("encoding-truncated", encoded(gzip.compress(GOOD_JSON)[:-20], "gzip"), 400,
+     "the gzip body is truncated"),
+    ("encoding-bomb", encoded(BOMB, "gzip"), 413,
+     "the decompressed request body is over the limit of 200000 bytes"),
+]  # fmt: skip
+CASES += ENCODING_CASES
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,9 @@ classification, id, versions — numbers checked against onnxruntime and /v1/cla
 from __future__ import annotations
 
 import base64
+import gzip
+import json
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -295,3 +298,18 @@ def test_model_name_in_the_body_is_ignored_and_extra_parameters_allowed(
     request["inputs"][0]["parameters"] = {"note": "x"}
     response = client.post("/v2/models/tiny-relu/infer", json=request)
     assert response.status_code == 200
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_compressed_request_bodies(client: TestClient, encoding: str) -> None:
+    request = image_request([png(gradient_rgb(40, 40, seed=3))])
+    plain = client.post("/v2/models/tiny-relu/infer", json=request)
+    data = json.dumps(request).encode()
+    packed = gzip.compress(data) if encoding == "gzip" else zlib.compress(data)
+    compressed = client.post(
+        "/v2/models/tiny-relu/infer",
+        content=packed,
+        headers={"content-type": "application/json", "content-encoding": encoding},
+    )
+    assert plain.status_code == compressed.status_code == 200
+    assert compressed.json() == plain.json()

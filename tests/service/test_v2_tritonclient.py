@@ -1,5 +1,6 @@
 """NVIDIA's tritonclient (HTTP), unchanged, against a real uvicorn on 127.0.0.1: health,
-metadata, config, binary tensor inference, BYTES images with class_count, errors, statistics."""
+metadata, config, binary tensor inference, BYTES images with class_count, a gzip request body,
+errors, statistics."""
 
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ from service_images import gradient_rgb, png
 from service_reference import run_reference
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
-pytest.importorskip("tritonclient.http", reason="tritonclient[http] is in the dev extra")
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT = Path(__file__).with_name("v2_triton_client.py")

@@ -43,7 +43,12 @@ def main(url: str, model: str, batch_path: str, image_path: str) -> None:
     top = triton.InferRequestedOutput("probabilities", binary_data=True, class_count=3)
     result = client.infer(model, [images], outputs=[top])
     out["image_top3"] = [v.decode() for v in result.as_numpy("probabilities").ravel()]
-    result = client.infer(model, [images], outputs=[triton.InferRequestedOutput("probabilities")])
+    result = client.infer(
+        model,
+        [images],
+        outputs=[triton.InferRequestedOutput("probabilities")],
+        request_compression_algorithm="gzip",
+    )
     out["image_probabilities"] = result.as_numpy("probabilities").tolist()
 
     try:
