@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from export.errors import ExportCheckError
+from export.onnx_rewrite import RewriteError, rewrite_activations
 from export.resnet import activation_sites, count_parameters
 from service.modelcard import (
     INPUT_NAME,
@@ -124,6 +125,17 @@ def export_onnx(model: nn.Module, input_size: tuple[int, int]) -> ExportedGraph:
     sites = tuple(
         ActivationSite(name=n, tensor=t) for n, t in zip(site_names, site_tensors, strict=True)
     )
+    # Fast path (export/onnx_rewrite.py): swap slow activation subgraphs (Softplus, Mish, ELU
+    # family, PReLU, step) for exact formulations onnxruntime runs fast; the site tensors keep
+    # their names, and check_onnx/check_parity below run on the rewritten graph.
+    activation = getattr(model, "activation", None)
+    if activation is not None:
+        try:
+            proto = rewrite_activations(
+                proto, activation.name, activation.params, sites=site_tensors
+            )
+        except RewriteError as exc:
+            raise ExportCheckError(f"activation fast path failed: {exc}") from exc
     return ExportedGraph(proto, sites)
 
 

@@ -1,0 +1,330 @@
+"""ONNX → ONNX: replace slow activation subgraphs with formulations onnxruntime runs fast.
+
+Why: onnxruntime's CPU kernels for ``Softplus``, ``Elu``, ``Selu``, ``Celu`` and ``PRelu`` are
+scalar loops, and none of them can stay in the blocked NCHWc layout that makes its convolutions
+fast, so a ResNet-50 with Mish or Softplus runs ≈2.5× slower than with ReLU. The same functions
+written with vectorised kernels (``Exp``, ``Log``, ``Min``, ``Max``, ``Mul``, ``Div``) or with
+ops that stay in NCHWc (a depthwise 1×1 ``Conv`` with fused ``Relu``/sum, ``HardSigmoid``) cost a
+fraction of that. Measured per activation by ``bench/activation_tax.py``.
+
+How: every activation site's output is a named tensor (``site:<module path>``, see
+``export.exporter``). For each site, the nodes between the pre-activation tensor and the site
+tensor (the *region*) are replaced by a new subgraph that writes the same site tensor. A region
+is found by walking back from the site tensor until a ``Conv`` or a residual ``Add`` (two
+non-constant inputs); it must have exactly one non-constant input and no value used outside it,
+otherwise the site is left as exported. Activations without a faster formulation are untouched.
+
+Every formulation is checked against the catalogue (``service.activations``) on a dense grid up
+to |x| = 1e4 (tests/export/test_fast_activations.py), and the exporter's torch-vs-onnxruntime
+parity check runs on the rewritten graph. Training keeps the plain torch modules: the torch
+formulas are the reference, this pass only changes how onnxruntime evaluates them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from service.activations import ParamValue, get_network_activation
+
+SITE_PREFIX = "site:"
+
+_SELU_ALPHA = 1.6732632423543772848170429916717
+_SELU_SCALE = 1.0507009873554804934193349852946
+
+EXP_CLAMP = 20.0
+"""exp() only ever sees arguments ≤ 20: e^20 ≈ 4.9e8, whose square still fits in float32."""
+
+STEP_GAIN = float(2.0**127)
+"""HardSigmoid slope for the step: 2^127·x ≥ 1 for every normal x > 0 (a second pass lifts
+denormals, whose product is still ≥ 2^-22)."""
+
+
+class RewriteError(ValueError):
+    """The graph does not have the shape this pass expects at an activation site."""
+
+
+@dataclass
+class _Region:
+    """The nodes computing one activation site from its single non-constant input."""
+
+    site: str
+    source: str
+    nodes: list[onnx.NodeProto]
+    constants: dict[str, np.ndarray]
+
+
+@dataclass
+class _Builder:
+    """Collects the nodes and initializers of one replacement subgraph, with unique names."""
+
+    site: str
+    nodes: list[onnx.NodeProto] = field(default_factory=list)
+    initializers: list[TensorProto] = field(default_factory=list)
+    _count: int = 0
+
+    def name(self, hint: str) -> str:
+        self._count += 1
+        return f"{self.site}/fast/{hint}{self._count}"
+
+    def const(self, value: float | np.ndarray, hint: str = "c") -> str:
+        name = self.name(hint)
+        array = np.asarray(value, dtype=np.float32)
+        self.initializers.append(numpy_helper.from_array(array, name))
+        return name
+
+    def op(
+        self, op_type: str, inputs: Sequence[str], out: str | None = None, **attrs: object
+    ) -> str:
+        output = out or self.name(op_type.lower())
+        self.nodes.append(
+            helper.make_node(op_type, list(inputs), [output], name=self.name(op_type), **attrs)
+        )
+        return output
+
+    def channel_affine(
+        self, x: str, scale: np.ndarray, bias: np.ndarray | None = None, **attrs: object
+    ) -> str:
+        """Per-channel scale·x (+ bias) as a depthwise 1×1 Conv: it stays in NCHWc and can fuse
+        an activation (``activation=`` is not ONNX; use a following Relu, which onnxruntime fuses)."""
+        channels = scale.shape[0]
+        weight = self.const(scale.reshape(channels, 1, 1, 1), "w")
+        inputs = [x, weight]
+        if bias is not None:
+            inputs.append(self.const(bias.reshape(channels), "b"))
+        return self.op("Conv", inputs, group=channels, kernel_shape=[1, 1], **attrs)
+
+
+Formulation = Callable[[_Builder, _Region, str, Mapping[str, ParamValue], int], None]
+"""(builder, region, pre-activation tensor, resolved params, channels) -> adds nodes writing site."""
+
+
+def _softplus_core(b: _Builder, x: str, beta: float) -> str:
+    """log(1 + exp(min(beta·x, 20))) with vectorised kernels (Min, Exp, Add, Log)."""
+    scaled = x if beta == 1.0 else b.op("Mul", [x, b.const(beta)])
+    clamped = b.op("Min", [scaled, b.const(EXP_CLAMP)])
+    return b.op("Log", [b.op("Add", [b.op("Exp", [clamped]), b.const(1.0)])])
+
+
+def _softplus(b: _Builder, r: _Region, x: str, p: Mapping[str, ParamValue], c: int) -> None:
+    beta, threshold = float(p["beta"]), float(p["threshold"])
+    core = _softplus_core(b, x, beta)
+    if beta != 1.0:
+        core = b.op("Div", [core, b.const(beta)])
+    if threshold >= EXP_CLAMP and math.log1p(math.exp(-threshold)) / beta <= 1e-7:
+        # softplus(x) > x everywhere and the two differ by < 1e-7 beyond the threshold, so
+        # max(x, softplus(x)) equals the thresholded reference to float32 precision.
+        b.op("Max", [x, core], out=r.site)
+        return
+    above = b.op("Greater", [b.op("Mul", [x, b.const(beta)]), b.const(threshold)])
+    b.op("Where", [above, x, core], out=r.site)
+
+
+def _mish(b: _Builder, r: _Region, x: str, p: Mapping[str, ParamValue], c: int) -> None:
+    # tanh(softplus(x)) = n(n+2) / (n(n+2) + 2) with n = e^x: exact algebra, no Softplus kernel;
+    # x is clamped at 20 (the ratio is 1 in float32 long before), so nothing overflows.
+    n = b.op("Exp", [b.op("Min", [x, b.const(EXP_CLAMP)])])
+    poly = b.op("Mul", [n, b.op("Add", [n, b.const(2.0)])])
+    ratio = b.op("Div", [poly, b.op("Add", [poly, b.const(2.0)])])
+    b.op("Mul", [x, ratio], out=r.site)
+
+
+def _elu_family(scale: float, alpha: float, divisor: float) -> Formulation:
+    """scale · (relu(x) + alpha · (exp(min(x, 0) / divisor) - 1)): ELU, SELU and CELU."""
+
+    def build(b: _Builder, r: _Region, x: str, p: Mapping[str, ParamValue], c: int) -> None:
+        a = alpha if alpha > 0 else float(p["alpha"])
+        d = divisor if divisor > 0 else float(p["alpha"])
+        negative = b.op("Min", [x, b.const(0.0)])
+        if d != 1.0:
+            negative = b.op("Mul", [negative, b.const(1.0 / d)])
+        e = b.op("Exp", [negative])
+        # scale·alpha·e - scale·alpha as a depthwise 1×1 Conv (weight, bias): stays in NCHWc
+        # and onnxruntime fuses the following Add into it.
+        tail = b.channel_affine(
+            e, np.full(c, scale * a, np.float32), np.full(c, -scale * a, np.float32)
+        )
+        positive = b.op("Relu", [x if scale == 1.0 else b.channel_affine(x, np.full(c, scale))])
+        b.op("Add", [positive, tail], out=r.site)
+
+    return build
+
+
+def _prelu(b: _Builder, r: _Region, x: str, p: Mapping[str, ParamValue], c: int) -> None:
+    slopes = [v for v in r.constants.values() if v.size in (1, c)]
+    if len(slopes) != 1:
+        raise RewriteError(f"{r.site}: expected one PRelu slope tensor, found {len(slopes)}")
+    slope = np.broadcast_to(slopes[0].astype(np.float32).reshape(-1), (c,))
+    # prelu(x) = x + (1 - a)·relu(-x): two depthwise 1×1 Convs (negate + fused Relu, then
+    # scale + fused residual sum), so the tensor never leaves onnxruntime's NCHWc layout.
+    negated = b.op("Relu", [b.channel_affine(x, np.full(c, -1.0, np.float32))])
+    b.op("Add", [x, b.channel_affine(negated, 1.0 - slope)], out=r.site)
+
+
+def _binary_step(b: _Builder, r: _Region, x: str, p: Mapping[str, ParamValue], c: int) -> None:
+    # clip(2^127·x, 0, 1) is the step for every x except positive denormals; a second identical
+    # HardSigmoid lifts those (2^127·2^-149 = 2^-22 > 0). Both stay in NCHWc, the first fuses.
+    first = b.op("HardSigmoid", [x], alpha=STEP_GAIN, beta=0.0)
+    b.op("HardSigmoid", [first], out=r.site, alpha=STEP_GAIN, beta=0.0)
+
+
+FORMULATIONS: dict[str, Formulation] = {
+    "softplus": _softplus,
+    "mish": _mish,
+    "elu": _elu_family(1.0, 0.0, 1.0),
+    "selu": _elu_family(_SELU_SCALE, _SELU_ALPHA, 1.0),
+    "celu": _elu_family(1.0, 0.0, 0.0),
+    "prelu": _prelu,
+    "binary_step": _binary_step,
+}
+"""Catalogue name -> fast formulation. Names not listed are exported as torch wrote them."""
+
+
+def _constant_values(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+    values = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and len(node.output) == 1:
+            for attr in node.attribute:
+                if attr.name == "value":
+                    values[node.output[0]] = numpy_helper.to_array(attr.t)
+    return values
+
+
+def _is_region_boundary(node: onnx.NodeProto, constants: Mapping[str, np.ndarray]) -> bool:
+    """A Conv or a residual Add (two computed inputs) ends the walk back from a site."""
+    if node.op_type in ("Conv", "MaxPool", "Gemm"):
+        return True
+    computed = [i for i in node.input if i and i not in constants]
+    return node.op_type in ("Add", "Sum") and len(computed) >= 2
+
+
+def _find_region(
+    site: str,
+    producers: Mapping[str, onnx.NodeProto],
+    consumers: Mapping[str, list[onnx.NodeProto]],
+    constants: Mapping[str, np.ndarray],
+    graph_outputs: set[str],
+) -> _Region | None:
+    if site not in producers:
+        return None
+    members: dict[int, onnx.NodeProto] = {}
+    sources: set[str] = set()
+    stack = [producers[site]]
+    while stack:
+        node = stack.pop()
+        if id(node) in members or node.op_type == "Constant":
+            continue
+        members[id(node)] = node
+        for name in node.input:
+            if not name or name in constants:
+                continue
+            producer = producers.get(name)
+            if producer is None or _is_region_boundary(producer, constants):
+                sources.add(name)
+            else:
+                stack.append(producer)
+    if len(sources) != 1:
+        return None
+    internal = {out for node in members.values() for out in node.output} - {site}
+    for name in internal:
+        if name in graph_outputs or any(id(c) not in members for c in consumers.get(name, [])):
+            return None
+    used = {
+        name: constants[name] for n in members.values() for name in n.input if name in constants
+    }
+    ordered = list({id(n): n for n in producers.values() if id(n) in members}.values())
+    return _Region(site, sources.pop(), ordered, used)
+
+
+def _channel_counts(model: onnx.ModelProto) -> dict[str, int]:
+    """Tensor name -> its (static) channel dimension, from ONNX shape inference."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    counts: dict[str, int] = {}
+    for info in [*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input]:
+        dims = info.type.tensor_type.shape.dim
+        if len(dims) >= 2 and dims[1].HasField("dim_value"):
+            counts[info.name] = int(dims[1].dim_value)
+    return counts
+
+
+def site_tensors(model: onnx.ModelProto) -> list[str]:
+    """Every ``site:`` tensor the graph produces, in graph order."""
+    return [o for n in model.graph.node for o in n.output if o.startswith(SITE_PREFIX)]
+
+
+def has_fast_formulation(activation: str) -> bool:
+    return get_network_activation(activation).name in FORMULATIONS
+
+
+def rewrite_activations(
+    model: onnx.ModelProto,
+    activation: str,
+    params: Mapping[str, ParamValue] | None = None,
+    *,
+    sites: Sequence[str] | None = None,
+) -> onnx.ModelProto:
+    """A copy of ``model`` with each activation site computed by the fast formulation.
+
+    ``activation``/``params`` name the catalogue entry every site uses (the model card's
+    activation); ``sites`` defaults to every ``site:`` tensor in the graph. Returns an
+    unchanged copy for activations without a faster formulation. Raises ``RewriteError``
+    when a site's region cannot be identified.
+    """
+    spec = get_network_activation(activation)
+    resolved = spec.resolve_params(params)
+    result = onnx.ModelProto()
+    result.CopyFrom(model)
+    formulation = FORMULATIONS.get(spec.name)
+    if formulation is None:
+        return result
+    graph = result.graph
+    constants = _constant_values(graph)
+    producers = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    outputs = {o.name for o in graph.output}
+    channel_counts = _channel_counts(model)
+    replaced: dict[int, list[onnx.NodeProto]] = {}
+    removed: set[int] = set()
+    new_initializers: list[TensorProto] = []
+    for site in sites if sites is not None else site_tensors(result):
+        region = _find_region(site, producers, consumers, constants, outputs)
+        if region is None:
+            raise RewriteError(f"cannot isolate the {spec.name} subgraph computing {site!r}")
+        channels = channel_counts.get(region.source) or channel_counts.get(site)
+        if channels is None:
+            raise RewriteError(f"unknown channel count at {site!r}")
+        builder = _Builder(site)
+        formulation(builder, region, region.source, resolved, channels)
+        replaced[id(region.nodes[-1])] = builder.nodes
+        removed.update(id(n) for n in region.nodes)
+        new_initializers.extend(builder.initializers)
+    nodes: list[onnx.NodeProto] = []
+    for node in graph.node:
+        if id(node) in replaced:
+            nodes.extend(replaced[id(node)])
+        elif id(node) not in removed:
+            nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    graph.initializer.extend(new_initializers)
+    _drop_unused(graph)
+    return result
+
+
+def _drop_unused(graph: onnx.GraphProto) -> None:
+    """Remove initializers and Constant nodes nothing reads any more."""
+    used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+    kept_nodes = [n for n in graph.node if n.op_type != "Constant" or n.output[0] in used]
+    del graph.node[:]
+    graph.node.extend(kept_nodes)
+    kept = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
