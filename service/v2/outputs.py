@@ -78,11 +78,12 @@ def requested_outputs(
 def classification_strings(
     values: NDArray[np.float32], k: int, labels: list[str]
 ) -> list[list[str]]:
-    """Per row, the k largest values as ``"<value>:<index>:<label>"``, best first."""
+    """Per row, the k largest values as ``"<value>:<index>:<label>"``, best first; the value is
+    the shortest decimal that reads back as the same float32."""
     k = min(k, values.shape[1])
     ranked = np.argsort(-values, axis=1, kind="stable")[:, :k]
     return [
-        [f"{np.float32(row[i])}:{i}:{labels[i]}" for i in order.tolist()]
+        [f"{np.float32(row[i])!s}:{i}:{labels[i]}" for i in order.tolist()]
         for row, order in zip(values, ranked, strict=True)
     ]
 

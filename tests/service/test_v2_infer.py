@@ -212,7 +212,9 @@ def test_only_requested_outputs_in_request_order(client: TestClient) -> None:
 
 def parse_classification(entry: str) -> tuple[np.float32, int, str]:
     value, index, label = entry.split(":", 2)
-    return np.float32(float(value)), int(index), label
+    number = np.float32(float(value))
+    assert value == str(number), f"{value!r} is not the shortest float32 text"
+    return number, int(index), label
 
 
 def test_classification_extension_top_k_strings(client: TestClient, model_repo: Path) -> None:
