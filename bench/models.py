@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -62,11 +65,8 @@ def _cache_key(profile: Profile) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def prepare_models(profile: Profile, log: callable = print) -> BenchModels:  # type: ignore[valid-type]
-    """Build (or reuse from the cache) the fp32 model, its INT8 variant and the torch weights."""
-    root = CACHE_DIR / f"{profile.name}-{_cache_key(profile)}"
-    name = model_name(profile)
-    models = BenchModels(
+def _layout(root: Path, name: str, info: dict[str, object]) -> BenchModels:
+    return BenchModels(
         fp32_repo=root / "fp32",
         int8_repo=root / "int8",
         fp32_path=root / "fp32" / name / "1" / MODEL_FILENAME,
@@ -75,22 +75,40 @@ def prepare_models(profile: Profile, log: callable = print) -> BenchModels:  # t
         name=name,
         val_images=root / "val_images.npy",
         val_targets=root / "val_targets.npy",
-        info={},
+        info=info,
     )
+
+
+def prepare_models(profile: Profile, log: Callable[[str], None] = print) -> BenchModels:
+    """Build (or reuse from the cache) the fp32 model, its INT8 variant and the torch weights.
+
+    A build happens in a private directory renamed into place when complete, so an interrupted
+    or concurrent build never leaves a half-built cache entry behind.
+    """
+    name = model_name(profile)
+    root = CACHE_DIR / f"{profile.name}-{_cache_key(profile)}"
     info_path = root / "info.json"
-    if info_path.exists() and models.int8_path.exists() and models.weights_path.exists():
+    if info_path.exists():
         log(f"models: using the cache {root}")
-        return BenchModels(**{**asdict(models), "info": json.loads(info_path.read_text())})
-    log(f"models: building {profile.arch} into {root} (cached for later runs)")
-    root.mkdir(parents=True, exist_ok=True)
-    info = _build(profile, models, log)
-    tmp = info_path.with_suffix(".partial")
-    tmp.write_text(json.dumps(info, indent=2))
-    tmp.replace(info_path)
-    return BenchModels(**{**asdict(models), "info": info})
+        return _layout(root, name, json.loads(info_path.read_text()))
+    building = CACHE_DIR / f".{root.name}.{os.getpid()}.partial"
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir(parents=True)
+    log(f"models: building {profile.arch} (cached in {root} for later runs)")
+    try:
+        info = _build(profile, _layout(building, name, {}), log)
+        (building / "info.json").write_text(json.dumps(info, indent=2))
+        try:
+            building.rename(root)
+        except OSError:  # another run finished the same build first: use it
+            if not info_path.exists():
+                raise
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+    return _layout(root, name, json.loads(info_path.read_text()))
 
 
-def _build(profile: Profile, models: BenchModels, log: callable) -> dict[str, object]:  # type: ignore[valid-type]
+def _build(profile: Profile, models: BenchModels, log: Callable[[str], None]) -> dict[str, object]:
     import torch
     from sklearn.linear_model import LogisticRegression
 

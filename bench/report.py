@@ -143,6 +143,8 @@ def write_chart(report: dict[str, Any], path: Path) -> None:
         right.axhline(max(r["throughput"] for r in report["results"] if r["group"] == "a"),
                       color="grey", linestyle=":", label="(a) limit, best batch")  # fmt: skip
     right.set_xscale("log", base=2)
+    levels = sorted({r["concurrency"] for r in report["results"] if r["group"] in ("c", "d")})
+    right.set_xticks(levels, [str(c) for c in levels])
     right.set_xlabel("concurrent clients")
     right.set_ylabel("images / s (higher is better)")
     right.set_title("HTTP throughput, photo JPEGs")
