@@ -12,6 +12,8 @@ from fastapi import APIRouter
 from service.deps import RegistryDep, SettingsDep
 from service.errors import NotFound, Unavailable
 from service.routes import v2_infer
+from service.runtime import ModelRuntime
+from service.settings import Settings
 from service.v2.metadata import model_config, model_metadata, server_metadata
 from service.v2.models import parse_version, resolve_model
 from service.v2.state import StatisticsDep
@@ -76,17 +78,22 @@ def version_ready(name: str, version: str, registry: RegistryDep) -> dict[str, o
     return {"name": resolve_model(registry, name, version).name, "ready": True}
 
 
+def _config(model: ModelRuntime, settings: Settings) -> dict[str, object]:
+    batching = settings.batch_max_size > 1
+    delay_us = round(settings.batch_max_wait_ms * 1000) if batching else None
+    return model_config(model, settings.max_images_per_request, delay_us)
+
+
 @router.get("/v2/models/{name}/config", summary="Triton model configuration")
 def config(name: str, registry: RegistryDep, settings: SettingsDep) -> dict[str, object]:
-    return model_config(resolve_model(registry, name, None), settings.max_images_per_request)
+    return _config(resolve_model(registry, name, None), settings)
 
 
 @router.get("/v2/models/{name}/versions/{version}/config", summary="Triton model configuration")
 def version_config(
     name: str, version: str, registry: RegistryDep, settings: SettingsDep
 ) -> dict[str, object]:
-    model = resolve_model(registry, name, version)
-    return model_config(model, settings.max_images_per_request)
+    return _config(resolve_model(registry, name, version), settings)
 
 
 @router.get("/v2/models/{name}/stats", summary="Inference statistics of one model")

@@ -36,15 +36,18 @@ def model_metadata(model: ModelRuntime, versions: Sequence[int]) -> dict[str, ob
     }
 
 
-def model_config(model: ModelRuntime, max_batch_size: int) -> dict[str, object]:
+def model_config(
+    model: ModelRuntime, max_batch_size: int, batching_delay_us: int | None = None
+) -> dict[str, object]:
     """Triton's model configuration (JSON form), as perf_analyzer and tritonclient read it.
 
     ``image`` is marked optional (a client sends ``input`` or ``image``), and reshaped to the
-    batch axis alone, as Triton writes a per-row scalar.
+    batch axis alone, as Triton writes a per-row scalar. ``batching_delay_us`` (dynamic batching
+    on) adds ``dynamic_batching``, which perf_analyzer reads to know the scheduler.
     """
     channels, height, width = model.input_spec.shape
     classes = model.card.num_classes
-    return {
+    config: dict[str, object] = {
         "name": model.name,
         "platform": PLATFORM,
         "backend": BACKEND,
@@ -84,3 +87,6 @@ def model_config(model: ModelRuntime, max_batch_size: int) -> dict[str, object]:
         "model_transaction_policy": {"decoupled": False},
         "parameters": {},
     }
+    if batching_delay_us is not None:
+        config["dynamic_batching"] = {"max_queue_delay_microseconds": batching_delay_us}
+    return config

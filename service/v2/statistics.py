@@ -3,7 +3,8 @@
 Counted for every ``/v2/.../infer`` request that reached a model (the ``/v1`` routes report
 through Prometheus at ``/metrics``):
 
-- ``inference_count``: images (batch rows) inferred; ``execution_count``: onnxruntime runs;
+- ``inference_count``: images (batch rows) inferred; ``execution_count``: model runs asked for
+  (with dynamic batching on, several of them may share one onnxruntime run);
 - ``success`` / ``fail``: requests and their cumulative wall time, from the request reaching
   the route to the response being built;
 - ``queue``: waiting for an inference worker; ``compute_input``: parsing tensors, or decoding

@@ -161,7 +161,7 @@ def test_triton_model_config(client: TestClient) -> None:
         "parameters": {},
     }  # fmt: skip
     response = client.get("/v2/models/tiny-relu/config")
-    assert (response.status_code, response.json()) == (200, expected)
+    assert (response.status_code, response.json()) == (200, expected)  # batching off: no key
     one = client.get("/v2/models/tiny-relu/versions/1/config").json()
     assert one == expected | {"version_policy": {"specific": {"versions": [1]}}}
 
@@ -175,6 +175,15 @@ def test_config_max_batch_size_is_the_enforced_limit(model_repo: Path) -> None:
             400,
             {"error": "input 'input': batch size 3 is not allowed; send 1 to 2"},
         )
+
+
+def test_config_declares_dynamic_batching_when_it_is_on(model_repo: Path) -> None:
+    settings = make_settings(model_repo, batch_max_size=4, batch_max_wait_ms=2.5)
+    with running_app(settings) as client:
+        config = client.get("/v2/models/tiny-relu/config").json()
+        assert config["dynamic_batching"] == {"max_queue_delay_microseconds": 2500}
+        assert config["max_batch_size"] == 32
+        assert client.post("/v2/models/tiny-relu/infer", json=tensor_request(2)).status_code == 200
 
 
 def zero_stats(name: str, version: str) -> dict[str, Any]:
