@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import onnx
@@ -70,7 +71,7 @@ class _Builder:
 
     def name(self, hint: str) -> str:
         self._count += 1
-        return f"{self.site}/fast/{hint}{self._count}"
+        return f"fast:{self.site.removeprefix(SITE_PREFIX)}/{hint}{self._count}"
 
     def const(self, value: float | np.ndarray, hint: str = "c") -> str:
         name = self.name(hint)
@@ -78,30 +79,26 @@ class _Builder:
         self.initializers.append(numpy_helper.from_array(array, name))
         return name
 
-    def op(
-        self, op_type: str, inputs: Sequence[str], out: str | None = None, **attrs: object
-    ) -> str:
+    def op(self, op_type: str, inputs: Sequence[str], out: str | None = None, **attrs: Any) -> str:
         output = out or self.name(op_type.lower())
         self.nodes.append(
             helper.make_node(op_type, list(inputs), [output], name=self.name(op_type), **attrs)
         )
         return output
 
-    def channel_affine(
-        self, x: str, scale: np.ndarray, bias: np.ndarray | None = None, **attrs: object
-    ) -> str:
-        """Per-channel scale·x (+ bias) as a depthwise 1×1 Conv: it stays in NCHWc and can fuse
-        an activation (``activation=`` is not ONNX; use a following Relu, which onnxruntime fuses)."""
+    def channel_affine(self, x: str, scale: np.ndarray, bias: np.ndarray | None = None) -> str:
+        """Per-channel scale·x (+ bias) as a depthwise 1×1 Conv: it stays in onnxruntime's NCHWc
+        layout, absorbs a following Relu, and a following Add is fused into it as a sum."""
         channels = scale.shape[0]
         weight = self.const(scale.reshape(channels, 1, 1, 1), "w")
         inputs = [x, weight]
         if bias is not None:
             inputs.append(self.const(bias.reshape(channels), "b"))
-        return self.op("Conv", inputs, group=channels, kernel_shape=[1, 1], **attrs)
+        return self.op("Conv", inputs, group=channels, kernel_shape=[1, 1])
 
 
 Formulation = Callable[[_Builder, _Region, str, Mapping[str, ParamValue], int], None]
-"""(builder, region, pre-activation tensor, resolved params, channels) -> adds nodes writing site."""
+"""(builder, region, pre-activation tensor, params, channels): adds nodes writing the site."""
 
 
 def _softplus_core(b: _Builder, x: str, beta: float) -> str:
@@ -134,23 +131,24 @@ def _mish(b: _Builder, r: _Region, x: str, p: Mapping[str, ParamValue], c: int) 
     b.op("Mul", [x, ratio], out=r.site)
 
 
-def _elu_family(scale: float, alpha: float, divisor: float) -> Formulation:
-    """scale · (relu(x) + alpha · (exp(min(x, 0) / divisor) - 1)): ELU, SELU and CELU."""
+def _elu_family(scale: float | None, alpha: float | None, divide_by_alpha: bool) -> Formulation:
+    """scale·(relu(x) + alpha·(exp(min(x, 0) / d) - 1)), d = alpha for CELU else 1.
+
+    ``scale``/``alpha`` None means 1 / the ``alpha`` parameter (ELU, CELU); SELU fixes both.
+    """
 
     def build(b: _Builder, r: _Region, x: str, p: Mapping[str, ParamValue], c: int) -> None:
-        a = alpha if alpha > 0 else float(p["alpha"])
-        d = divisor if divisor > 0 else float(p["alpha"])
+        s = 1.0 if scale is None else scale
+        a = float(p["alpha"]) if alpha is None else alpha
         negative = b.op("Min", [x, b.const(0.0)])
-        if d != 1.0:
-            negative = b.op("Mul", [negative, b.const(1.0 / d)])
+        if divide_by_alpha and a != 1.0:
+            negative = b.op("Mul", [negative, b.const(1.0 / a)])
         e = b.op("Exp", [negative])
-        # scale·alpha·e - scale·alpha as a depthwise 1×1 Conv (weight, bias): stays in NCHWc
-        # and onnxruntime fuses the following Add into it.
-        tail = b.channel_affine(
-            e, np.full(c, scale * a, np.float32), np.full(c, -scale * a, np.float32)
-        )
-        positive = b.op("Relu", [x if scale == 1.0 else b.channel_affine(x, np.full(c, scale))])
-        b.op("Add", [positive, tail], out=r.site)
+        # s·a·e - s·a as a depthwise 1×1 Conv (weight, bias): back in NCHWc, where the final
+        # Add is fused into it as a sum.
+        tail = b.channel_affine(e, np.full(c, s * a, np.float32), np.full(c, -s * a, np.float32))
+        scaled = x if s == 1.0 else b.channel_affine(x, np.full(c, s, np.float32))
+        b.op("Add", [b.op("Relu", [scaled]), tail], out=r.site)
 
     return build
 
@@ -176,9 +174,9 @@ def _binary_step(b: _Builder, r: _Region, x: str, p: Mapping[str, ParamValue], c
 FORMULATIONS: dict[str, Formulation] = {
     "softplus": _softplus,
     "mish": _mish,
-    "elu": _elu_family(1.0, 0.0, 1.0),
-    "selu": _elu_family(_SELU_SCALE, _SELU_ALPHA, 1.0),
-    "celu": _elu_family(1.0, 0.0, 0.0),
+    "elu": _elu_family(None, None, divide_by_alpha=False),
+    "selu": _elu_family(_SELU_SCALE, _SELU_ALPHA, divide_by_alpha=False),
+    "celu": _elu_family(None, None, divide_by_alpha=True),
     "prelu": _prelu,
     "binary_step": _binary_step,
 }
