@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from service.classify import Deadline, classify_images
-from service.errors import BadRequest, ServiceError
+from service.errors import BadRequest, Unprocessable
 from service.imaging import DecodeLimits
 from service.metrics import Metrics
 from service.modelcard import LOGITS_NAME, PROBABILITIES_NAME
@@ -129,8 +129,11 @@ def _infer(
     try:
         header = json.dumps(response, separators=(",", ":"), allow_nan=False).encode()
     except ValueError:
-        raise ServiceError(
-            f"model {model.name!r} produced NaN or infinite outputs for this input", status=500
+        raise Unprocessable(
+            f"model {model.name!r} produced NaN or infinite outputs for this input, which JSON "
+            "cannot carry; ask for binary outputs (binary_data) or send inputs in the model's "
+            "normal range",
+            code="non_finite_output",
         ) from None
     finished = time.perf_counter_ns()
     times = StageTimes(

@@ -7,6 +7,7 @@ import base64
 import gzip
 import json
 import struct
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -284,3 +285,74 @@ def test_error_messages_never_echo_data_values(
         assert response.status_code == status
         assert set(response.json()) == {"error"}
         assert secret not in response.text and secret_b64 not in response.text
+
+
+def test_non_finite_outputs_are_422_in_json_and_returned_in_binary(
+    strict_client: tuple[TestClient, list[int]],
+) -> None:
+    client, _ = strict_client
+    huge = np.full((1, 3, 32, 32), 3e38, dtype=np.float32)
+    request = {"inputs": [tensor(data=huge.ravel().tolist())]}
+    response = client.post(URL, json=request)
+    assert (response.status_code, response.json()) == (
+        422,
+        {
+            "error": "model 'tiny-relu' produced NaN or infinite outputs for this input, which "
+            "JSON cannot carry; ask for binary outputs (binary_data) or send inputs in the "
+            "model's normal range"
+        },
+    )
+    request["parameters"] = {"binary_data_output": True}
+    binary_reply = client.post(URL, json=request)
+    assert binary_reply.status_code == 200
+    length = int(binary_reply.headers[HEADER])
+    logits = np.frombuffer(binary_reply.content[length : length + 40], dtype="<f4")
+    assert not np.isfinite(logits).all()
+
+
+def test_over_capacity_is_503_with_retry_after(
+    strict_client: tuple[TestClient, list[int]],
+) -> None:
+    client, runs = strict_client
+    limiter = client.app.state.executor.limiter  # type: ignore[attr-defined]
+    held = 0
+    try:
+        while limiter.in_use < limiter.limit:
+            limiter.acquire()
+            held += 1
+        before = len(runs)
+        response = client.post(URL, json={"inputs": [tensor()]})
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "1"
+        assert response.json() == {
+            "error": f"the server is at its limit of {limiter.limit} concurrent inference "
+            "requests; retry shortly"
+        }
+        assert len(runs) == before
+    finally:
+        for _ in range(held):
+            limiter.release()
+    assert client.post(URL, json={"inputs": [tensor()]}).status_code == 200
+
+
+def test_past_the_deadline_is_504(model_repo: Path) -> None:
+    settings = make_settings(model_repo, inference_timeout_s=0.2)
+    with running_app(settings) as client:
+        runtime = client.app.state.registry.get("tiny-relu")  # type: ignore[attr-defined]
+        original = runtime.run
+        release = threading.Event()
+
+        def slow(*args: Any, **kwargs: Any) -> Any:
+            release.wait(10)
+            return original(*args, **kwargs)
+
+        runtime.run = slow  # type: ignore[method-assign]
+        try:
+            response = client.post(URL, json={"inputs": [tensor()]})
+        finally:
+            release.set()
+            runtime.run = original  # type: ignore[method-assign]
+        assert (response.status_code, response.json()) == (
+            504,
+            {"error": "the request took longer than the 0.2 s inference deadline"},
+        )
