@@ -128,6 +128,7 @@ def build_model(request: BuildRequest) -> BuildResult:
     if size < 8:
         raise DataError(f"--image-size must be at least 8 pixels, got {size}")
     request.train.validate()
+    checkpoint = read_checkpoint(request.weights) if request.weights is not None else None
     dataset = (
         load_dataset(
             request.dataset,
@@ -156,10 +157,8 @@ def build_model(request: BuildRequest) -> BuildResult:
         seed=request.train.seed,
     )
     report = None
-    if request.weights is not None:
-        report = load_weights(
-            model, read_checkpoint(request.weights), activation=model.activation.name
-        )
+    if checkpoint is not None:
+        report = load_weights(model, checkpoint, activation=model.activation.name)
 
     normalise = request.normalise or (
         "imagenet" if request.weights or dataset is None else "dataset"

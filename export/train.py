@@ -237,7 +237,8 @@ def train_model(
                 bar.write(
                     f"epoch {epoch}/{config.epochs}: train loss {stats.train_loss:.4f} "
                     f"acc {stats.train_accuracy:.4f} | val loss {val_loss:.4f} "
-                    f"acc {val_acc:.4f} | {stats.seconds:.1f}s"
+                    f"acc {val_acc:.4f} | {stats.seconds:.1f}s",
+                    file=sys.stderr,
                 )
             if on_epoch is not None:
                 on_epoch(stats)

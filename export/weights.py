@@ -102,6 +102,10 @@ def read_checkpoint(path: Path) -> Checkpoint:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if "unsupported global" not in str(exc).lower():
+            raise WeightsError(
+                f"cannot read {path.name}: not a valid PyTorch .pth/.pt file"
+            ) from exc
         raise WeightsError(
             f"cannot read {path.name}: it holds objects other than tensors, which are not loaded "
             "for safety (weights_only=True); save model.state_dict() instead"
@@ -157,7 +161,10 @@ def load_weights(
     if problems:
         raise WeightsError("the weights do not fit this architecture: " + "; ".join(problems))
     model.load_state_dict({k: v for k, v in given.items() if k in own}, strict=False)
-    _warn_on_swap(checkpoint.activation, activation)
+    source = checkpoint.activation
+    if source is None and any(_is_activation_key(k) for k in checkpoint.state_dict):
+        source = "prelu"  # the only catalogue activation with weights of its own
+    _warn_on_swap(source, activation)
     return LoadReport(head_replaced, source_classes, skipped)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,6 +105,7 @@ def request_from_args(args: argparse.Namespace) -> BuildRequest:
         version=args.version,
         repository=args.models_dir,
         progress=not args.quiet,
+        command=shlex.join(["python", "-m", "export", *getattr(args, "argv", [])]),
     )
 
 
@@ -209,7 +211,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=15,
         help="training epochs; 0 exports the model as it is",
     )
-    train.add_argument("--batch-size", type=positive_int, default=128, help="batch size")
+    train.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=128,
+        help="training batch size (images per optimiser step)",
+    )
     train.add_argument(
         "--optimizer",
         choices=("sgd", "adamw"),
@@ -234,7 +241,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="onecycle",
         help="learning-rate schedule",
     )
-    train.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing")
+    train.add_argument(
+        "--label-smoothing",
+        type=float,
+        default=0.0,
+        help="label smoothing for the cross-entropy loss (0 = off)",
+    )
     train.add_argument(
         "--no-augment", action="store_true", help="disable random translations and flips"
     )

@@ -1,0 +1,243 @@
+"""The CLI: builds publish verified models; errors are one line, exit ≠ 0 and write nothing."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from PIL import Image
+
+from export.__main__ import main, make_parser
+from export.data import load_dataset, stratified_split
+from export.resnet import build_resnet
+from service.activations import CATALOGUE
+from service.modelcard import INPUT_NAME, LOGITS_NAME, ModelCard
+
+SMALL = ["--arch", "resnet8", "--width", "4", "--quiet", "--threads", "2"]
+
+
+def load(path: Path) -> tuple[ort.InferenceSession, ModelCard]:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session, ModelCard.from_metadata(session.get_modelmeta().custom_metadata_map)
+
+
+def test_build_trains_exports_and_records_everything(tmp_path: Path, capsys) -> None:
+    repo = tmp_path / "models"
+    argv = [
+        "build",
+        *SMALL,
+        "--activation",
+        "elu",
+        "--act-param",
+        "alpha=0.5",
+        "--dataset",
+        "shapes",
+        "--image-size",
+        "16",
+        "--shapes-per-class",
+        "10",
+        "--epochs",
+        "2",
+        "--seed",
+        "7",
+        "--models-dir",
+        str(repo),
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("published resnet8-elu-shapes version 1: ")
+    path = repo / "resnet8-elu-shapes" / "1" / "model.onnx"
+    session, card = load(path)
+    assert (card.architecture, card.activation, card.activation_params) == (
+        "resnet8",
+        "elu",
+        {"alpha": 0.5},
+    )
+    assert card.dataset == "shapes" and card.epochs == 2 and card.seed == 7
+    assert card.labels[:3] == ["circle", "ring", "triangle"] and len(card.labels) == 8
+    assert card.input_size == (16, 16) and card.resize_size == 16
+    assert card.split == {
+        "train": 64,
+        "val": 16,
+        "val_fraction": 0.2,
+        "seed": 7,
+        "method": "stratified",
+    }
+    assert card.train_seconds > 0 and "--act-param alpha=0.5" in card.command
+    assert card.parameters == sum(
+        p.numel() for p in build_resnet("resnet8", "elu", num_classes=8, width=4).parameters()
+    )
+    # The recorded val accuracy is what the ONNX model scores on the same split (recomputed).
+    ds = load_dataset("shapes", image_size=16, per_class=10, seed=7)
+    split = stratified_split(ds.targets, 0.2, seed=7)
+    x = ds.images[split.val].numpy().astype(np.float32) / 255.0
+    x = (x - np.array(card.mean, np.float32)[:, None, None]) / np.array(card.std, np.float32)[
+        :, None, None
+    ]
+    logits = session.run([LOGITS_NAME], {INPUT_NAME: x.astype(np.float32)})[0]
+    accuracy = float(np.mean(logits.argmax(1) == ds.targets[split.val].numpy()))
+    assert card.val_accuracy == pytest.approx(accuracy, abs=1e-9)
+
+
+def test_epochs_zero_with_weights_and_label_file(tmp_path: Path, capsys) -> None:
+    source = build_resnet("resnet8", "relu", num_classes=1000, width=4, seed=11).eval()
+    weights = tmp_path / "w.pth"
+    torch.save(source.state_dict(), weights)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(f"class {i}" for i in range(1000)) + "\n")
+    repo = tmp_path / "models"
+    argv = [
+        "build",
+        *SMALL,
+        "--weights",
+        str(weights),
+        "--labels",
+        str(labels),
+        "--epochs",
+        "0",
+        "--image-size",
+        "32",
+        "--name",
+        "from-weights",
+        "--models-dir",
+        str(repo),
+    ]
+    assert main(argv) == 0
+    session, card = load(repo / "from-weights" / "1" / "model.onnx")
+    assert card.dataset == "none" and card.epochs == 0 and card.val_accuracy is None
+    assert card.labels[999] == "class 999" and card.split == {}
+    assert card.mean == (0.485, 0.456, 0.406) and card.resize_size == round(32 * 256 / 224)
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        expected = source(x).numpy()
+    got = session.run([LOGITS_NAME], {INPUT_NAME: x.numpy()})[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+
+def test_versions_increase_across_builds(tmp_path: Path) -> None:
+    argv = [
+        "build",
+        *SMALL,
+        "--dataset",
+        "shapes",
+        "--image-size",
+        "8",
+        "--shapes-per-class",
+        "2",
+        "--epochs",
+        "0",
+        "--name",
+        "v",
+        "--models-dir",
+        str(tmp_path),
+    ]
+    assert main(argv) == 0 and main(argv) == 0
+    assert sorted(p.name for p in (tmp_path / "v").iterdir()) == ["1", "2"]
+    assert main([*argv, "--version", "2"]) == 1  # never overwritten
+
+
+def failing(tmp_path: Path) -> list[tuple[list[str], str]]:
+    empty = tmp_path / "empty"
+    (empty / "a").mkdir(parents=True)
+    corrupt = tmp_path / "corrupt.pth"
+    corrupt.write_bytes(b"garbage" * 100)
+    return [
+        (["--arch", "resnet19"], "error: unknown architecture 'resnet19'; choose one of: resnet18"),
+        (["--activation", "swoosh"], "error: unknown activation 'swoosh'; choose one of: relu"),
+        (["--dataset", "mnist"], "error: unknown dataset 'mnist'; choose one of: digits, shapes"),
+        (["--weights", str(corrupt)], "error: cannot read corrupt.pth: not a valid PyTorch"),
+        (["--weights", str(tmp_path / "absent.pth")], "error: weights file "),
+        (["--dataset", f"imagefolder:{empty}"], "error: no images found in "),
+        (["--activation", "binary_step", "--epochs", "1"], "error: binary_step cannot be trained"),
+        (
+            ["--activation", "elu", "--act-param", "alpha=99"],
+            "error: parameter 'alpha' of 'elu' must be a number in [0.01, 10.0]",
+        ),
+        (["--name", "Bad Name"], "error: invalid model name 'Bad Name'"),
+        (["--labels", "imagenet", "--dataset", "shapes"], "error: --labels gives 1000 labels"),
+    ]
+
+
+def test_errors_are_one_line_exit_1_and_write_nothing(tmp_path: Path, capsys) -> None:
+    repo = tmp_path / "models"
+    for extra, message in failing(tmp_path):
+        argv = [
+            "build",
+            "--arch",
+            "resnet8",
+            "--width",
+            "4",
+            "--quiet",
+            "--image-size",
+            "8",
+            "--shapes-per-class",
+            "2",
+            "--models-dir",
+            str(repo),
+            *extra,
+        ]
+        assert main(argv) == 1, extra
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        lines = captured.err.splitlines()
+        assert len(lines) == 1 and lines[0].startswith(message), (extra, captured.err)
+        assert "Traceback" not in captured.err
+        assert not repo.exists(), extra
+
+
+def test_usage_errors_are_one_line_exit_2(capsys) -> None:
+    for argv in (["build", "--epochs", "-1"], ["build", "--frobnicate"], ["nope"], []):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 2
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+
+
+def test_real_process_prints_no_traceback(tmp_path: Path) -> None:
+    empty = tmp_path / "imgs"
+    (empty / "x").mkdir(parents=True)
+    Image.new("RGB", (4, 4)).save(empty / "x" / "note.gif")  # not an accepted format
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "export",
+            "build",
+            "--dataset",
+            f"imagefolder:{empty}",
+            "--models-dir",
+            str(tmp_path / "models"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert proc.stdout == ""
+    assert proc.stderr.startswith("error: no images found in ") and proc.stderr.count("\n") == 1
+    assert not (tmp_path / "models").exists()
+
+
+def test_activations_lists_the_catalogue_one_line_each(capsys) -> None:
+    assert main(["activations"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == list(CATALOGUE)
+    assert any("binary_step" in line and "cannot be trained" in line for line in lines)
+    assert "alpha=1.0 (a number in [0.01, 10.0])" in lines[list(CATALOGUE).index("elu")]
+
+
+def test_help_explains_every_option() -> None:
+    parser = make_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name in ("build", "activations"):
+        sub = subparsers.choices[name]
+        assert sub.description, name
+        for action in sub._actions:
+            assert action.help and len(action.help) > 10, (name, action.dest)
