@@ -11,6 +11,7 @@ from fastapi.responses import Response
 from service.classify import Deadline
 from service.deps import ExecutorDep, MetricsDep, RegistryDep, SettingsDep
 from service.imaging import DecodeLimits
+from service.v2 import docs
 from service.v2.binary import HEADER_LENGTH, OCTET_STREAM
 from service.v2.infer import InferBody, InferContext, InferResult, infer
 from service.v2.models import resolve_model
@@ -106,6 +107,7 @@ async def _infer(
     description=_DOC,
     openapi_extra=_OPENAPI,
     response_class=Response,
+    responses=docs.responses(docs.INFER, 400, 404, 413, 415, 422, 503, 504),
 )
 async def infer_serving(
     name: str,
@@ -128,6 +130,7 @@ async def infer_serving(
     description=_DOC,
     openapi_extra=_OPENAPI,
     response_class=Response,
+    responses=docs.responses(docs.INFER, 400, 404, 413, 415, 422, 503, 504),
 )
 async def infer_version(
     name: str,

@@ -315,3 +315,24 @@ def test_api_key_protects_v2_except_health(model_repo: Path) -> None:
             "'X-API-Key: <key>'"
         }
         assert client.get("/v2", headers={"X-API-Key": "s3cret"}).status_code == 200
+
+
+def test_openapi_documents_every_v2_route(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    v2 = {path: ops for path, ops in spec["paths"].items() if path.startswith("/v2")}
+    assert sorted(v2) == sorted([
+        "/v2", "/v2/health/live", "/v2/health/ready", "/v2/models/stats",
+        "/v2/models/{name}", "/v2/models/{name}/versions/{version}",
+        "/v2/models/{name}/ready", "/v2/models/{name}/versions/{version}/ready",
+        "/v2/models/{name}/config", "/v2/models/{name}/versions/{version}/config",
+        "/v2/models/{name}/stats", "/v2/models/{name}/versions/{version}/stats",
+        "/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer",
+    ])  # fmt: skip
+    infer = v2["/v2/models/{name}/infer"]["post"]
+    content = infer["requestBody"]["content"]
+    assert set(content) == {"application/json", "application/octet-stream"}
+    assert content["application/json"]["example"]["inputs"][0]["name"] == "image"
+    assert {"200", "400", "404", "503"} <= set(infer["responses"])
+    assert infer["responses"]["404"]["content"]["application/json"]["example"] == {
+        "error": "no model named 'x'; loaded models: tiny-relu"
+    }

@@ -1,0 +1,97 @@
+"""OpenAPI examples for the /v2 routes (what /docs shows): success bodies and the error shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_ERRORS: dict[int, tuple[str, str]] = {
+    400: ("Bad input (caught before inference).", "input 'input' has shape [1, 3, 64, 64]; "
+          "model 'tiny-relu' needs [N, 3, 32, 32]"),
+    404: ("Unknown model or version.", "no model named 'x'; loaded models: tiny-relu"),
+    413: ("Body over ACTLAB_MAX_BODY_BYTES.",
+          "the request body is over the limit of 20000000 bytes"),
+    415: ("Image format or Content-Encoding not supported.",
+          "the image format is not supported; send JPEG, PNG, WebP, BMP or GIF"),
+    422: ("Image too large, or outputs JSON cannot carry.",
+          "the image is 10000×10000 = 100000000 pixels; the limit is 40000000 pixels"),
+    503: ("Not ready, or over capacity (Retry-After).", "models are still loading; retry shortly"),
+    504: ("Past ACTLAB_INFERENCE_TIMEOUT_S.", "the request took longer than the 30 s inference "
+          "deadline"),
+}  # fmt: skip
+
+SERVER = {
+    "name": "actlab",
+    "version": "0.1.0",
+    "extensions": ["binary_tensor_data", "classification", "model_configuration", "statistics"],
+}
+METADATA = {
+    "name": "tiny-relu",
+    "versions": ["1", "2"],
+    "platform": "onnxruntime_onnx",
+    "inputs": [
+        {"name": "input", "datatype": "FP32", "shape": [-1, 3, 32, 32]},
+        {"name": "image", "datatype": "BYTES", "shape": [-1]},
+    ],
+    "outputs": [
+        {"name": "logits", "datatype": "FP32", "shape": [-1, 10]},
+        {"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]},
+    ],
+}
+CONFIG = {
+    "name": "tiny-relu",
+    "platform": "onnxruntime_onnx",
+    "backend": "onnxruntime",
+    "max_batch_size": 32,
+    "input": [
+        {"name": "input", "data_type": "TYPE_FP32", "format": "FORMAT_NCHW", "dims": [3, 32, 32]},
+        {"name": "image", "data_type": "TYPE_STRING", "dims": [1], "optional": True},
+    ],
+    "output": [{"name": "logits", "data_type": "TYPE_FP32", "dims": [10]}, "..."],
+}
+_COUNT = {"count": 2, "ns": 3_400_000}
+STATS = {
+    "model_stats": [
+        {
+            "name": "tiny-relu",
+            "version": "2",
+            "last_inference": 1763700000000,
+            "inference_count": 5,
+            "execution_count": 2,
+            "inference_stats": {
+                "success": _COUNT,
+                "fail": {"count": 0, "ns": 0},
+                "queue": {"count": 2, "ns": 90_000},
+                "compute_input": {"count": 2, "ns": 1_200_000},
+                "compute_infer": {"count": 2, "ns": 1_900_000},
+                "compute_output": {"count": 2, "ns": 60_000},
+            },
+            "batch_stats": [{"batch_size": 2, "compute_infer": {"count": 1, "ns": 800_000}}],
+        }
+    ]
+}
+INFER = {
+    "model_name": "tiny-relu",
+    "model_version": "2",
+    "id": "42",
+    "outputs": [
+        {
+            "name": "probabilities",
+            "datatype": "BYTES",
+            "shape": [1, 3],
+            "data": ["0.71:3:cat", "0.2:5:dog", "0.04:2:bird"],
+        }
+    ],
+}
+
+
+def responses(example: object, *errors: int) -> dict[int | str, dict[str, Any]]:
+    documented: dict[int | str, dict[str, Any]] = {
+        200: {"content": {"application/json": {"example": example}}}
+    }
+    for status in errors:
+        description, message = _ERRORS[status]
+        documented[status] = {
+            "description": description,
+            "content": {"application/json": {"example": {"error": message}}},
+        }
+    return documented
