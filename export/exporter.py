@@ -92,8 +92,13 @@ def _quiet_exporter() -> Iterator[None]:
                 lg.setLevel(level)
 
 
-def export_onnx(model: nn.Module, input_size: tuple[int, int]) -> ExportedGraph:
-    """Export ``model`` (put in eval mode) to an in-memory ONNX graph with named site tensors."""
+def export_onnx(
+    model: nn.Module, input_size: tuple[int, int], *, fast_activations: bool = True
+) -> ExportedGraph:
+    """Export ``model`` (put in eval mode) to an in-memory ONNX graph with named site tensors.
+
+    ``fast_activations=False`` keeps torch's own activation ops (bench/activation_tax.py compares).
+    """
     model.eval()
     wrapper = _WithSites(model).eval()
     site_names = [name for name, _ in activation_sites(model)]
@@ -129,7 +134,7 @@ def export_onnx(model: nn.Module, input_size: tuple[int, int]) -> ExportedGraph:
     # family, PReLU, step) for exact formulations onnxruntime runs fast; the site tensors keep
     # their names, and check_onnx/check_parity below run on the rewritten graph.
     activation = getattr(model, "activation", None)
-    if activation is not None:
+    if activation is not None and fast_activations:
         try:
             proto = rewrite_activations(
                 proto, activation.name, activation.params, sites=site_tensors
