@@ -1,5 +1,6 @@
 """Open Inference Protocol (KServe v2): health, server and model metadata, readiness, Triton's
-model configuration and statistics. Inference is in ``service.routes.v2_infer``. Errors are
+model configuration and statistics (``service.routes.v2_triton``) and inference
+(``service.routes.v2_infer``) are included here. Errors are
 ``{"error": "<message>"}`` (``service.errors`` renders every /v2 path that way)."""
 
 from __future__ import annotations
@@ -9,18 +10,16 @@ from importlib.metadata import version as package_version
 
 from fastapi import APIRouter
 
-from service.deps import RegistryDep, SettingsDep
-from service.errors import NotFound, Unavailable
-from service.routes import v2_infer
-from service.runtime import ModelRuntime
-from service.settings import Settings
+from service.deps import RegistryDep
+from service.errors import Unavailable
+from service.routes import v2_infer, v2_triton
 from service.v2 import docs
-from service.v2.metadata import model_config, model_metadata, server_metadata
-from service.v2.models import parse_version, resolve_model
-from service.v2.state import StatisticsDep
+from service.v2.metadata import model_metadata, server_metadata
+from service.v2.models import resolve_model
 
 router = APIRouter(tags=["open inference protocol (v2)"])
 _READY = {"name": "tiny-relu", "ready": True}
+router.include_router(v2_triton.router)  # before /v2/models/{name}: "/v2/models/stats" first
 router.include_router(v2_infer.router)
 
 
@@ -59,19 +58,6 @@ async def ready(registry: RegistryDep) -> dict[str, bool]:
 
 
 @router.get(
-    "/v2/models/stats",
-    summary="Inference statistics of every served model",
-    responses=docs.responses(docs.STATS),
-)
-def all_stats(registry: RegistryDep, statistics: StatisticsDep) -> dict[str, object]:
-    keys = []
-    for name, model in sorted(registry.serving().items()):
-        versions = set(statistics.recorded_versions(name)) | {model.version}
-        keys += [(name, v) for v in sorted(versions)]
-    return {"model_stats": statistics.model_stats(keys)}
-
-
-@router.get(
     "/v2/models/{name}",
     summary="Model metadata (serving version)",
     responses=docs.responses(docs.METADATA, 404, 503),
@@ -106,60 +92,3 @@ def model_ready(name: str, registry: RegistryDep) -> dict[str, object]:
 )
 def version_ready(name: str, version: str, registry: RegistryDep) -> dict[str, object]:
     return {"name": resolve_model(registry, name, version).name, "ready": True}
-
-
-def _config(model: ModelRuntime, settings: Settings) -> dict[str, object]:
-    batching = settings.batch_max_size > 1
-    delay_us = round(settings.batch_max_wait_ms * 1000) if batching else None
-    return model_config(model, settings.max_images_per_request, delay_us)
-
-
-@router.get(
-    "/v2/models/{name}/config",
-    summary="Triton model configuration",
-    responses=docs.responses(docs.CONFIG, 404, 503),
-)
-def config(name: str, registry: RegistryDep, settings: SettingsDep) -> dict[str, object]:
-    return _config(resolve_model(registry, name, None), settings)
-
-
-@router.get(
-    "/v2/models/{name}/versions/{version}/config",
-    summary="Triton model configuration (one version)",
-    responses=docs.responses(docs.CONFIG, 404, 503),
-)
-def version_config(
-    name: str, version: str, registry: RegistryDep, settings: SettingsDep
-) -> dict[str, object]:
-    return _config(resolve_model(registry, name, version), settings)
-
-
-@router.get(
-    "/v2/models/{name}/stats",
-    summary="Inference statistics of one model",
-    responses=docs.responses(docs.STATS, 404, 503),
-)
-def stats(name: str, registry: RegistryDep, statistics: StatisticsDep) -> dict[str, object]:
-    serving = resolve_model(registry, name, None)
-    versions = sorted(set(statistics.recorded_versions(name)) | {serving.version})
-    return {"model_stats": statistics.model_stats((name, v) for v in versions)}
-
-
-@router.get(
-    "/v2/models/{name}/versions/{version}/stats",
-    summary="Statistics of one version",
-    responses=docs.responses(docs.STATS, 404, 503),
-)
-def version_stats(
-    name: str, version: str, registry: RegistryDep, statistics: StatisticsDep
-) -> dict[str, object]:
-    resolve_model(registry, name, None)
-    number = parse_version(registry, name, version)
-    known = set(registry.available_versions(name)) | set(statistics.recorded_versions(name))
-    if number not in known:
-        raise NotFound(
-            f"model {name!r} has no version {number}; available versions: "
-            f"{', '.join(str(v) for v in sorted(known))}",
-            code="version_not_found",
-        )
-    return {"model_stats": statistics.model_stats([(name, number)])}

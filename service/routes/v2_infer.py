@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -15,46 +14,9 @@ from service.v2 import docs
 from service.v2.binary import HEADER_LENGTH, OCTET_STREAM
 from service.v2.infer import InferBody, InferContext, InferResult, infer
 from service.v2.models import resolve_model
-from service.v2.schemas import InferenceRequest
 from service.v2.state import StatisticsDep
 
 router = APIRouter(tags=["open inference protocol (v2)"])
-
-_PNG_1PX = (
-    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"
-)
-_EXAMPLE = {
-    "id": "42",
-    "inputs": [
-        {
-            "name": "image",
-            "shape": [1],
-            "datatype": "BYTES",
-            "parameters": {"content_type": "base64"},
-            "data": [_PNG_1PX],
-        }
-    ],
-    "outputs": [{"name": "probabilities", "parameters": {"classification": 3}}],
-}  # fmt: skip
-_OPENAPI: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": InferenceRequest.model_json_schema(),
-                "example": _EXAMPLE,
-            },
-            OCTET_STREAM: {
-                "schema": {"type": "string", "format": "binary"},
-                "description": f"Binary tensor data extension: the JSON request ({HEADER_LENGTH} "
-                "bytes) followed by each binary input's bytes.",
-            },
-        },
-    }
-}  # fmt: skip
-_DOC = """Inputs: `input` (FP32 `[N, 3, H, W]`, preprocessed) or `image` (BYTES `[N]`, encoded
-images, base64 in JSON or raw with the binary extension). Outputs: `logits`, `probabilities`
-(FP32 `[N, C]`); `"classification": k` on an output gives `"value:index:label"` strings."""
 
 
 def _response(result: InferResult) -> Response:
@@ -104,8 +66,8 @@ async def _infer(
 @router.post(
     "/v2/models/{name}/infer",
     summary="Inference (serving version)",
-    description=_DOC,
-    openapi_extra=_OPENAPI,
+    description=docs.INFER_DESCRIPTION,
+    openapi_extra=docs.INFER_OPENAPI,
     response_class=Response,
     responses=docs.responses(docs.INFER, 400, 404, 413, 415, 422, 503, 504),
 )
@@ -127,8 +89,8 @@ async def infer_serving(
 @router.post(
     "/v2/models/{name}/versions/{version}/infer",
     summary="Inference (one version)",
-    description=_DOC,
-    openapi_extra=_OPENAPI,
+    description=docs.INFER_DESCRIPTION,
+    openapi_extra=docs.INFER_OPENAPI,
     response_class=Response,
     responses=docs.responses(docs.INFER, 400, 404, 413, 415, 422, 503, 504),
 )

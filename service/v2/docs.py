@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from service.v2.binary import HEADER_LENGTH, OCTET_STREAM
+from service.v2.schemas import InferenceRequest
+
 _ERRORS: dict[int, tuple[str, str]] = {
     400: ("Bad input (caught before inference).", "input 'input' has shape [1, 3, 64, 64]; "
           "model 'tiny-relu' needs [N, 3, 32, 32]"),
@@ -95,3 +98,42 @@ def responses(example: object, *errors: int) -> dict[int | str, dict[str, Any]]:
             "content": {"application/json": {"example": {"error": message}}},
         }
     return documented
+
+
+_PNG_1PX = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"
+)
+INFER_REQUEST = {
+    "id": "42",
+    "inputs": [
+        {
+            "name": "image",
+            "shape": [1],
+            "datatype": "BYTES",
+            "parameters": {"content_type": "base64"},
+            "data": [_PNG_1PX],
+        }
+    ],
+    "outputs": [{"name": "probabilities", "parameters": {"classification": 3}}],
+}  # fmt: skip
+INFER_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": InferenceRequest.model_json_schema(),
+                "example": INFER_REQUEST,
+            },
+            OCTET_STREAM: {
+                "schema": {"type": "string", "format": "binary"},
+                "description": f"Binary tensor data extension: the JSON request ({HEADER_LENGTH} "
+                "bytes) followed by each binary input's bytes.",
+            },
+        },
+    }
+}  # fmt: skip
+INFER_DESCRIPTION = """Inputs: `input` (FP32 `[N, 3, H, W]`, preprocessed) or `image` (BYTES
+`[N]`, encoded images, base64 in JSON or raw with the binary extension). Outputs: `logits`,
+`probabilities` (FP32 `[N, C]`); `"classification": k` on an output gives `"value:index:label"`
+strings. Binary extension: `Inference-Header-Content-Length`, `binary_data_size`, `binary_data`,
+`binary_data_output`. Request bodies may be gzip or deflate (`Content-Encoding`)."""
