@@ -41,6 +41,9 @@ class Profile:
     probe_per_class: int  # shapes images per class for BN statistics + the linear-probe head
     val_per_class: int  # shapes images per class for accuracy and INT8 agreement
     calibration_images: int
+    agreement_arch: str  # the trained classifier the INT8 agreement is measured on
+    agreement_per_class: int
+    agreement_epochs: int
 
 
 SERVICE = ServerConfig("service", "service (defaults)", "service")
@@ -76,6 +79,9 @@ FULL = Profile(
     probe_per_class=40,
     val_per_class=40,
     calibration_images=64,
+    agreement_arch="resnet20",
+    agreement_per_class=250,
+    agreement_epochs=8,
 )
 
 SMOKE = Profile(
@@ -95,4 +101,7 @@ SMOKE = Profile(
     probe_per_class=4,
     val_per_class=3,
     calibration_images=4,
+    agreement_arch="resnet8",
+    agreement_per_class=5,
+    agreement_epochs=1,
 )

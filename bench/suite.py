@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import inprocess
+from bench.agreement import trained_agreement
 from bench.config import BENCH_DIR, Profile
 from bench.images import SMALL_SIZE, photo_jpegs
 from bench.load import http_result, write_bodies
@@ -60,6 +61,7 @@ def run_suite(profile: Profile, command: str, log: Log = print) -> dict[str, Any
     from bench.int8 import top1_agreement
 
     agreement = top1_agreement(models.fp32_path, models.int8_path, val)
+    trained = trained_agreement(profile, log)
 
     log("in-process: (e) PyTorch eager")
     tensor_1 = inprocess.ready_tensor(runtime, photos[0], 1)
@@ -115,6 +117,7 @@ def run_suite(profile: Profile, command: str, log: Log = print) -> dict[str, Any
         "cold_start_s": cold_starts,
         "loadgen": loadgen,
         "activation_tax": tax,
+        "agreement": trained.__dict__,
         "servers": [c.__dict__ for c in profile.servers],
     }  # fmt: skip
     report["ratios"] = ratios(results)

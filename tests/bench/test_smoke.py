@@ -107,6 +107,12 @@ def test_targets_cold_start_and_model_facts_are_reported(
     assert all(0 < v < 120 for v in report["cold_start_s"].values())
     models = report["models"]
     assert 0.0 <= models["int8_agreement_now"] <= 1.0
+    trained = report["agreement"]
+    assert trained["arch"] == SMOKE.agreement_arch and trained["epochs"] == SMOKE.agreement_epochs
+    assert 0.0 <= trained["agreement"] <= 1.0 and trained["val_images"] > 0
+    agreement = next(t for t in report["targets"] if t["name"].startswith("INT8 top-1"))
+    assert agreement["value"] == trained["agreement"]
+    assert agreement["met"] == (trained["agreement"] >= 0.99)
     assert models["torch_vs_onnxruntime_max_abs_logit_diff"] < 1e-3  # (e) is the same network
     machine = report["machine"]
     assert machine["cpus_usable"] >= 1 and machine["versions"]["onnxruntime"] != "not installed"

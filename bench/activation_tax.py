@@ -1,0 +1,354 @@
+"""``python -m bench.activation_tax``: ResNet-50 latency per catalogue activation, relative to ReLU.
+
+Every network activation except maxout (which widens the network) is exported twice from the same
+seeded ResNet-50 (fp32, 224×224, batch 1, 1000 classes): as torch writes it (``torch ops``) and
+through the exporter's fast path (export/onnx_rewrite.py), only where the two differ. All
+sessions (onnxruntime, ``ORT_ENABLE_ALL``, ``--threads`` intra-op threads) are measured in one
+run, in interleaved rounds (every model once per round, in a shuffled order); each round's
+median latency is divided by ReLU's in the same round, and the table reports medians over
+rounds, so load from other processes shifts numerator and denominator alike.
+
+A second pass runs single-threaded sessions and times each run in thread CPU time: the work
+itself, insensitive to being descheduled on a shared machine (``cpu ×``).
+
+``--int8`` also measures the relu ResNet-50 against its static INT8 QDQ variant
+(export/quantize.py, calibrated on random tensors: latency only, this model is untrained).
+
+Writes bench/results/activation_tax.json and bench/results/activation_tax.md (a Markdown
+fragment for BENCHMARKS.md). Exports are cached in the temp directory, never in the repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from bench.machine import describe_machine
+from service.activations import NETWORK_ACTIVATIONS
+from service.modelcard import INPUT_NAME, LOGITS_NAME
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+TARGET_RATIO = 1.3
+ACTIVATIONS = tuple(a for a in NETWORK_ACTIVATIONS if a != "maxout")
+
+AS_EXPORTED = {
+    "relu": "Relu, fused into the Conv (and Conv+Add) in NCHWc",
+    "relu6": "Clip, fused into the Conv except after a residual Add",
+    "leaky_relu": "LeakyRelu, fused into the Conv except after a residual Add",
+    "gelu": "Gelu (opset 20); onnxruntime's Gelu kernel stays in NCHWc",
+    "silu": "x·Sigmoid(x), fused by onnxruntime into QuickGelu (stays in NCHWc)",
+    "softsign": "x / (1 + |x|): Abs, Add, Div (vectorised kernels)",
+    "tanh": "Tanh, fused into the Conv",
+    "sigmoid": "Sigmoid, fused into the Conv",
+    "hardsigmoid": "HardSigmoid, fused into the Conv",
+    "hardswish": "HardSwish, fused into the Conv",
+    "gaussian": "exp(-x²): Clip, Mul, Neg, Exp (vectorised kernels)",
+    "identity": "nothing (no activation op)",
+}
+"""How onnxruntime runs the activations the fast path leaves as torch exported them."""
+
+FAST_PATH = {
+    "softplus": "max(x, log(1 + exp(min(x, 20)))): Min, Exp, Add, Log, Max",
+    "mish": "x·p/(p+2), p = n(n+2), n = exp(min(x, 20)): Min, Exp, Add, Mul, Div",
+    "elu": "relu(x) + depthwise-1×1(exp(min(x, 0))) (α·e − α, sum fused)",
+    "selu": "relu(λx) + depthwise-1×1(exp(min(x, 0))) (λα·e − λα, sum fused)",
+    "celu": "relu(x) + depthwise-1×1(exp(min(x, 0)/α)) (α·e − α, sum fused)",
+    "prelu": "x + depthwise-1×1((1−a)·relu(−x)): two NCHWc depthwise convs",
+    "binary_step": "HardSigmoid(2¹²⁷·x) twice (first fused into the Conv)",
+}
+
+
+@dataclass
+class Row:
+    activation: str
+    formulation: str
+    torch_ms: float
+    torch_ratio: float
+    torch_cpu_ratio: float
+    fast_ms: float | None
+    fast_ratio: float | None
+    fast_cpu_ratio: float | None
+
+    @property
+    def final_ratio(self) -> float:
+        return self.torch_ratio if self.fast_ratio is None else self.fast_ratio
+
+    @property
+    def final_cpu_ratio(self) -> float:
+        return self.torch_cpu_ratio if self.fast_cpu_ratio is None else self.fast_cpu_ratio
+
+
+def _cache_dir() -> Path:
+    import onnx
+    import torch
+
+    tag = f"torch{torch.__version__}-onnx{onnx.__version__}-ort{ort.__version__}"
+    return Path(tempfile.gettempdir()) / "actlab-activation-tax" / tag
+
+
+def export_resnet50(activation: str, fast: bool, cache: Path) -> Path:
+    """The cached ONNX file of a seeded ResNet-50 with ``activation`` (written atomically)."""
+    path = cache / f"resnet50-{activation}-{'fast' if fast else 'torch'}.onnx"
+    if path.exists():
+        return path
+    import torch
+
+    from export.exporter import export_onnx
+    from export.resnet import build_resnet
+
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+    model = build_resnet("resnet50", activation, num_classes=1000, seed=0).eval()
+    proto = export_onnx(model, (224, 224), fast_activations=fast).proto
+    cache.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{os.getpid()}.partial")
+    partial.write_bytes(proto.SerializeToString())
+    os.replace(partial, path)
+    return path
+
+
+def make_session(path: Path, threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+Clock = Callable[[], float]
+
+
+def interleaved(
+    paths: dict[str, Path],
+    baseline: str,
+    *,
+    threads: int,
+    rounds: int,
+    reps: int,
+    clock: Clock,
+    log: Callable[[str], None],
+) -> dict[str, tuple[float, float]]:
+    """key -> (median ms, median ratio to ``baseline``) over interleaved rounds."""
+    sessions = {key: make_session(path, threads) for key, path in paths.items()}
+    x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    for session in sessions.values():
+        for _ in range(2):
+            session.run([LOGITS_NAME], {INPUT_NAME: x})
+    per_round: dict[str, list[float]] = {key: [] for key in sessions}
+    order = list(sessions)
+    shuffler = random.Random(0)
+    for index in range(rounds):
+        shuffler.shuffle(order)
+        for key in order:
+            session = sessions[key]
+            times = []
+            for _ in range(reps):
+                start = clock()
+                session.run([LOGITS_NAME], {INPUT_NAME: x})
+                times.append(clock() - start)
+            per_round[key].append(statistics.median(times) * 1e3)
+        log(f"round {index + 1}/{rounds}: relu {per_round[baseline][-1]:.1f} ms")
+    base = per_round[baseline]
+    return {
+        key: (
+            statistics.median(values),
+            statistics.median(v / b for v, b in zip(values, base, strict=True)),
+        )
+        for key, values in per_round.items()
+    }
+
+
+def measure_int8(
+    fp32: Path, cache: Path, threads: int, rounds: int, reps: int, log: Callable[[str], None]
+) -> dict[str, float]:
+    int8 = cache / "resnet50-relu-int8.onnx"
+    if not int8.exists():
+        from export.quantize import quantize_int8
+
+        log("quantizing the relu ResNet-50 (static QDQ, 32 random calibration tensors)")
+        calibration = np.random.default_rng(1).standard_normal((32, 3, 224, 224))
+        proto = quantize_int8(fp32.read_bytes(), calibration.astype(np.float32))
+        partial = int8.with_suffix(f".{os.getpid()}.partial")
+        partial.write_bytes(proto.SerializeToString())
+        os.replace(partial, int8)
+    result = interleaved(
+        {"fp32": fp32, "int8": int8},
+        "fp32",
+        threads=threads,
+        rounds=rounds,
+        reps=reps,
+        clock=time.perf_counter,
+        log=log,
+    )
+    return {
+        "fp32_ms": round(result["fp32"][0], 2),
+        "int8_ms": round(result["int8"][0], 2),
+        "int8_over_fp32": round(result["int8"][1], 3),
+        "speedup": round(1.0 / result["int8"][1], 2),
+    }
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def render_markdown(report: dict) -> str:
+    cfg = report["settings"]
+    lines = [
+        "### Activation tax: ResNet-50 latency per activation, relative to ReLU",
+        "",
+        f"fp32, 224×224, batch 1, onnxruntime {report['machine']['versions']['onnxruntime']}, "
+        f"{cfg['threads']} intra-op threads, {cfg['rounds']} interleaved rounds × {cfg['reps']} "
+        f"runs (median of per-round ratios); `cpu ×` = single-thread CPU-time ratio "
+        f"(insensitive to other load). Command: `{report['command']}`, {report['date']}, "
+        f"load average at start {report['machine']['load_average']}.",
+        "",
+        "| activation | torch ops: ms | × ReLU | fast path: ms | × ReLU | cpu × | ≤ 1.3× | "
+        "formulation onnxruntime runs |",
+        "|---|---:|---:|---:|---:|---:|:---:|---|",
+    ]
+    for row in report["rows"]:
+        final = row["fast_ratio"] if row["fast_ratio"] is not None else row["torch_ratio"]
+        cpu = row["fast_cpu_ratio"] if row["fast_cpu_ratio"] is not None else row["torch_cpu_ratio"]
+        lines.append(
+            f"| {row['activation']} | {row['torch_ms']:.1f} | {row['torch_ratio']:.2f} | "
+            f"{_fmt(row['fast_ms'], '.1f')} | {_fmt(row['fast_ratio'], '.2f')} | {cpu:.2f} | "
+            f"{'yes' if final <= TARGET_RATIO else '**no**'} | {row['formulation']} |"
+        )
+    missed = [r for r in report["rows"] if r["final_ratio"] > TARGET_RATIO]
+    lines.append("")
+    if missed:
+        lines.append(
+            "Missed: "
+            + "; ".join(
+                f"{r['activation']} {r['final_ratio']:.2f}× "
+                f"({r['final_ratio'] / TARGET_RATIO - 1:+.0%} over the 1.3× target)"
+                for r in missed
+            )
+            + "."
+        )
+    else:
+        lines.append("Every activation (maxout excepted) is within 1.3× of ReLU.")
+    if report.get("int8"):
+        q = report["int8"]
+        lines += [
+            "",
+            f"INT8 (static QDQ, relu ResNet-50, same threads): fp32 {q['fp32_ms']:.1f} ms, "
+            f"int8 {q['int8_ms']:.1f} ms: **{q['speedup']:.2f}× faster** "
+            "(latency only; agreement is measured on real images by the main suite).",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(path.suffix + f".{os.getpid()}.partial")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.activation_tax", description=__doc__)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--cpu-rounds", type=int, default=3, help="0 skips the CPU-time pass")
+    parser.add_argument("--activations", nargs="*", default=list(ACTIVATIONS))
+    parser.add_argument("--int8", action="store_true", help="also measure fp32 vs INT8 QDQ")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+
+    def log(message: str) -> None:
+        print(f"[{time.perf_counter() - started:6.1f} s] {message}", file=sys.stderr, flush=True)
+
+    from export.onnx_rewrite import has_fast_formulation
+
+    names = ["relu", *(a for a in args.activations if a != "relu")]
+    cache = _cache_dir()
+    machine = describe_machine()
+    paths: dict[str, Path] = {}
+    for name in names:
+        log(f"exporting resnet50-{name} (cached in {cache})")
+        paths[name] = export_resnet50(name, fast=False, cache=cache)
+        if has_fast_formulation(name):
+            paths[f"{name}+fast"] = export_resnet50(name, fast=True, cache=cache)
+
+    log(f"wall clock, {args.threads} threads")
+    wall = interleaved(
+        paths,
+        "relu",
+        threads=args.threads,
+        rounds=args.rounds,
+        reps=args.reps,
+        clock=time.perf_counter,
+        log=log,
+    )
+    cpu: dict[str, tuple[float, float]] = {}
+    if args.cpu_rounds > 0:
+        log("thread CPU time, 1 thread")
+        cpu = interleaved(
+            paths,
+            "relu",
+            threads=1,
+            rounds=args.cpu_rounds,
+            reps=max(2, args.reps // 2),
+            clock=time.thread_time,
+            log=log,
+        )
+    rows = []
+    for name in names:
+        fast = f"{name}+fast" in paths
+        rows.append(
+            Row(
+                activation=name,
+                formulation=FAST_PATH[name] if fast else AS_EXPORTED.get(name, "as exported"),
+                torch_ms=round(wall[name][0], 2),
+                torch_ratio=round(wall[name][1], 3),
+                torch_cpu_ratio=round(cpu.get(name, (0.0, float("nan")))[1], 3),
+                fast_ms=round(wall[f"{name}+fast"][0], 2) if fast else None,
+                fast_ratio=round(wall[f"{name}+fast"][1], 3) if fast else None,
+                fast_cpu_ratio=round(cpu[f"{name}+fast"][1], 3) if fast and cpu else None,
+            )
+        )
+    int8 = (
+        measure_int8(paths["relu"], cache, args.threads, args.rounds, args.reps, log)
+        if args.int8
+        else None
+    )
+    command = "python -m bench.activation_tax " + " ".join(argv or sys.argv[1:])
+    report = {
+        "command": command.strip(),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine,
+        "settings": {"threads": args.threads, "rounds": args.rounds, "reps": args.reps},
+        "target_ratio": TARGET_RATIO,
+        "rows": [
+            {**asdict(r), "final_ratio": r.final_ratio, "final_cpu_ratio": r.final_cpu_ratio}
+            for r in rows
+        ],
+        "int8": int8,
+    }
+    _write_atomic(args.out / "activation_tax.json", json.dumps(report, indent=2) + "\n")
+    markdown = render_markdown(report)
+    _write_atomic(args.out / "activation_tax.md", markdown)
+    print(markdown)
+    log(f"wrote {args.out / 'activation_tax.json'} and {args.out / 'activation_tax.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
