@@ -249,9 +249,17 @@ def _tax_section(report: dict[str, Any]) -> str:
     tax = report.get("activation_tax")
     if not tax:
         return (
-            "No results yet: `bench/results/activation_tax.json` (or `.md`) was not found. "
-            "It is written by `bench/activation_tax.py` (the activation fast-path work)."
+            "No results yet: `bench/results/activation_tax.json` was not found. Run "
+            "`python -m bench.activation_tax` (it exports a ResNet-50 per activation, so it is a "
+            "separate command) and then `make bench` again."
         )
-    if tax.get("source") == "markdown":
-        return str(tax["markdown"])
-    return "```json\n" + json.dumps(tax["json"], indent=1)[:6000] + "\n```"
+    header = ""
+    if "json" in tax:
+        j = tax["json"]
+        header = (
+            f"Measured by `{j.get('command', 'python -m bench.activation_tax')}` on "
+            f"{j.get('date', '?')} (a separate run from the tables above).\n\n"
+        )
+    if "markdown" in tax:
+        return header + str(tax["markdown"]).strip()
+    return header + "```json\n" + json.dumps(tax["json"].get("rows", []), indent=1) + "\n```"

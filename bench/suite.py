@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -148,12 +149,11 @@ def ratios(results: list[Result]) -> dict[str, dict[str, float | None]]:
 
 
 def _activation_tax() -> dict[str, Any] | None:
-    """The activation fast-path helper's results (bench/activation_tax.py), if it has run."""
+    """The activation fast-path results (``python -m bench.activation_tax``), if it has run."""
+    found: dict[str, Any] = {}
     if ACTIVATION_TAX_JSON.exists():
-        try:
-            return {"json": json.loads(ACTIVATION_TAX_JSON.read_text()), "source": "json"}
-        except ValueError:
-            pass
+        with contextlib.suppress(ValueError):
+            found["json"] = json.loads(ACTIVATION_TAX_JSON.read_text())
     if ACTIVATION_TAX_MD.exists():
-        return {"markdown": ACTIVATION_TAX_MD.read_text(), "source": "markdown"}
-    return None
+        found["markdown"] = ACTIVATION_TAX_MD.read_text()
+    return found or None
