@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import statistics
@@ -89,6 +90,12 @@ class Row:
     @property
     def final_cpu_ratio(self) -> float:
         return self.torch_cpu_ratio if self.fast_cpu_ratio is None else self.fast_cpu_ratio
+
+    @property
+    def worst_ratio(self) -> float:
+        """The verdict is conservative: the larger of the wall-clock and CPU-time ratios."""
+        cpu = self.final_cpu_ratio
+        return self.final_ratio if math.isnan(cpu) else max(self.final_ratio, cpu)
 
 
 def _cache_dir() -> Path:
@@ -213,29 +220,29 @@ def render_markdown(report: dict) -> str:
         f"fp32, 224×224, batch 1, onnxruntime {report['machine']['versions']['onnxruntime']}, "
         f"{cfg['threads']} intra-op threads, {cfg['rounds']} interleaved rounds × {cfg['reps']} "
         f"runs (median of per-round ratios); `cpu ×` = single-thread CPU-time ratio "
-        f"(insensitive to other load). Command: `{report['command']}`, {report['date']}, "
+        f"(insensitive to other load); ≤ 1.3× judges the larger of the two. "
+        f"Command: `{report['command']}`, {report['date']}, "
         f"load average at start {report['machine']['load_average']}.",
         "",
-        "| activation | torch ops: ms | × ReLU | fast path: ms | × ReLU | cpu × | ≤ 1.3× | "
-        "formulation onnxruntime runs |",
-        "|---|---:|---:|---:|---:|---:|:---:|---|",
+        "| activation | torch ops: ms | × ReLU | cpu × | fast path: ms | × ReLU | cpu × | "
+        "≤ 1.3× | formulation onnxruntime runs |",
+        "|---|---:|---:|---:|---:|---:|---:|:---:|---|",
     ]
     for row in report["rows"]:
-        final = row["fast_ratio"] if row["fast_ratio"] is not None else row["torch_ratio"]
-        cpu = row["fast_cpu_ratio"] if row["fast_cpu_ratio"] is not None else row["torch_cpu_ratio"]
         lines.append(
             f"| {row['activation']} | {row['torch_ms']:.1f} | {row['torch_ratio']:.2f} | "
-            f"{_fmt(row['fast_ms'], '.1f')} | {_fmt(row['fast_ratio'], '.2f')} | {cpu:.2f} | "
-            f"{'yes' if final <= TARGET_RATIO else '**no**'} | {row['formulation']} |"
+            f"{row['torch_cpu_ratio']:.2f} | {_fmt(row['fast_ms'], '.1f')} | "
+            f"{_fmt(row['fast_ratio'], '.2f')} | {_fmt(row['fast_cpu_ratio'], '.2f')} | "
+            f"{'yes' if row['met'] else '**no**'} | {row['formulation']} |"
         )
-    missed = [r for r in report["rows"] if r["final_ratio"] > TARGET_RATIO]
+    missed = [r for r in report["rows"] if not r["met"]]
     lines.append("")
     if missed:
         lines.append(
             "Missed: "
             + "; ".join(
-                f"{r['activation']} {r['final_ratio']:.2f}× "
-                f"({r['final_ratio'] / TARGET_RATIO - 1:+.0%} over the 1.3× target)"
+                f"{r['activation']} {r['worst_ratio']:.2f}× "
+                f"({r['worst_ratio'] / TARGET_RATIO - 1:+.0%} over the 1.3× target)"
                 for r in missed
             )
             + "."
@@ -337,7 +344,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "settings": {"threads": args.threads, "rounds": args.rounds, "reps": args.reps},
         "target_ratio": TARGET_RATIO,
         "rows": [
-            {**asdict(r), "final_ratio": r.final_ratio, "final_cpu_ratio": r.final_cpu_ratio}
+            {
+                **asdict(r),
+                "final_ratio": r.final_ratio,
+                "final_cpu_ratio": r.final_cpu_ratio,
+                "worst_ratio": r.worst_ratio,
+                "met": r.worst_ratio <= TARGET_RATIO,
+            }
             for r in rows
         ],
         "int8": int8,
