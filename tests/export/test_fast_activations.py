@@ -261,3 +261,35 @@ def test_exported_network_keeps_parity_and_site_values(
     for site_name, ours, theirs in zip(names, got, captured, strict=True):
         scale = max(1.0, float(np.max(np.abs(theirs))))
         assert np.max(np.abs(ours - theirs)) <= 1e-4 * scale, site_name
+
+
+# --------------------------------------------------------------------------- benchmark report
+
+
+def test_activation_tax_report_judges_the_worse_ratio_and_says_by_how_much() -> None:
+    from dataclasses import asdict
+
+    from bench.activation_tax import Row, render_markdown
+
+    rows = [
+        Row("relu", "Relu", 40.0, 1.0, 1.0, None, None, None),
+        Row("mish", "fast", 100.0, 2.5, 2.6, 46.0, 1.15, 1.2),
+        Row("softplus", "fast", 110.0, 2.7, 2.8, 50.0, 1.25, 1.43),
+    ]
+    report = {
+        "settings": {"threads": 2, "rounds": 3, "reps": 2},
+        "machine": {"versions": {"onnxruntime": "1.31"}, "load_average": [1.0, 1.0, 1.0]},
+        "command": "python -m bench.activation_tax",
+        "date": "2026-01-01T00:00:00+00:00",
+        "rows": [
+            {**asdict(r), "worst_ratio": r.worst_ratio, "met": r.worst_ratio <= 1.3} for r in rows
+        ],
+        "int8": {"fp32_ms": 40.0, "int8_ms": 16.0, "int8_over_fp32": 0.4, "speedup": 2.5},
+    }
+    assert [r.worst_ratio for r in rows] == [1.0, 1.2, 1.43]
+    text = render_markdown(report)
+    lines = {line.split(" | ")[0]: line for line in text.splitlines() if line.startswith("| ")}
+    assert lines["| mish"].split(" | ")[7] == "yes"
+    assert lines["| softplus"].split(" | ")[7] == "**no**"
+    assert "Missed: softplus 1.43× (+10% over the 1.3× target)." in text
+    assert "int8 16.0 ms: **2.50× faster**" in text
