@@ -203,7 +203,7 @@ def render_markdown(report: dict[str, Any], markdown: Path, chart: Path, narrati
         f"{report['photo_size'][0]}×{report['photo_size'][1]} "
         f"({min(report['photo_bytes']) // 1000}–{max(report['photo_bytes']) // 1000} kB) and "
         f"{len(report['small_bytes'])} of 224×224, quality 90, cycled through every measurement.",
-        "- HTTP: a closed-loop load generator (separate process, asyncio + httpx, keep-alive) "
+        "- HTTP: a closed-loop load generator (separate process, asyncio streams, HTTP/1.1 keep-alive) "
         "sends the same prebuilt multipart bodies to every server; CPU % and peak RSS are "
         "sampled with psutil on the server process and its workers (100 % = one core busy). "
         "The service runs with `ACTLAB_MAX_CONCURRENCY=32` so c=16 is admitted, not shed.",
