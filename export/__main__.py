@@ -15,6 +15,7 @@ from typing import NoReturn
 
 from export.commands import activations, build
 from export.errors import ExportError
+from export.weights import ActivationSwapWarning
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     build.register,
@@ -51,15 +52,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = make_parser().parse_args(argv)
     args.argv = argv
-    warnings.showwarning = _show_warning
-    try:
-        return int(args.func(args))
-    except (ExportError, ValueError) as exc:  # CatalogueError and build_resnet's too
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("error: interrupted; nothing was published", file=sys.stderr)
-        return 130
+    with warnings.catch_warnings():
+        # A user-facing warning is one line on stderr, whatever filters the caller has set.
+        warnings.simplefilter("always", ActivationSwapWarning)
+        warnings.showwarning = _show_warning
+        try:
+            return int(args.func(args))
+        except (ExportError, ValueError) as exc:  # CatalogueError and build_resnet's too
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("error: interrupted; nothing was published", file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":

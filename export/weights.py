@@ -13,7 +13,6 @@ the activation is swapped. Swapping the activation emits an ``ActivationSwapWarn
 
 from __future__ import annotations
 
-import json
 import pickle
 import warnings
 import zipfile
@@ -194,9 +193,5 @@ def save_weights(
     metadata = {ACTIVATION_METADATA_KEY: activation, **(extra or {})}
     tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     tmp = path.with_name(path.name + ".partial")
-    save_file(
-        tensors,
-        str(tmp),
-        metadata={k: json.dumps(v) if not isinstance(v, str) else v for k, v in metadata.items()},
-    )
+    save_file(tensors, str(tmp), metadata=metadata)
     tmp.replace(path)

@@ -18,8 +18,10 @@ import torch
 
 from export.build import BuildRequest, BuildResult, build_model
 from export.data import DATASETS
+from export.errors import WeightsError
 from export.resnet import ARCHITECTURES
 from export.train import TrainConfig
+from export.weights import save_weights
 from service.activations import NETWORK_ACTIVATIONS, ParamValue
 
 
@@ -112,6 +114,13 @@ def request_from_args(args: argparse.Namespace) -> BuildRequest:
 def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.save_weights is not None and (
+        args.save_weights.suffix != ".safetensors" or not args.save_weights.parent.is_dir()
+    ):
+        raise WeightsError(
+            "--save-weights needs a .safetensors path in an existing folder, "
+            f"got {args.save_weights}"
+        )
     result = build_model(request_from_args(args))
     published = result.published
     accuracy = published.card.val_accuracy
@@ -121,6 +130,14 @@ def run(args: argparse.Namespace) -> int:
         + (f", val accuracy {accuracy:.4f}" if accuracy is not None else "")
         + ")"
     )
+    if args.save_weights is not None:
+        save_weights(
+            result.model,
+            args.save_weights,
+            activation=result.model.activation.name,
+            extra={"actlab.architecture": args.arch.lower()},
+        )
+        print(f"saved weights to {args.save_weights} (activation {result.model.activation.name})")
     for extension in BUILD_EXTENSIONS:
         extension.after_build(args, result)
     return 0
@@ -279,6 +296,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=Path,
         default=Path(os.environ.get("ACTLAB_MODELS_DIR", "models")),
         help="model repository (default: $ACTLAB_MODELS_DIR or models)",
+    )
+    out.add_argument(
+        "--save-weights",
+        type=Path,
+        default=None,
+        metavar="FILE.safetensors",
+        help="also save the trained weights (safetensors, activation recorded, so a "
+        "later --weights load knows it) after a successful publish",
     )
     out.add_argument("--quiet", action="store_true", help="no progress bar")
     for extension in BUILD_EXTENSIONS:

@@ -241,3 +241,49 @@ def test_help_explains_every_option() -> None:
         assert sub.description, name
         for action in sub._actions:
             assert action.help and len(action.help) > 10, (name, action.dest)
+
+
+def test_saved_weights_record_their_activation_and_warn_on_swap(tmp_path: Path, capsys) -> None:
+    saved = tmp_path / "trained.safetensors"
+    common = [
+        "build",
+        *SMALL,
+        "--dataset",
+        "shapes",
+        "--image-size",
+        "8",
+        "--shapes-per-class",
+        "2",
+        "--models-dir",
+        str(tmp_path / "models"),
+    ]
+    assert main([*common, "--epochs", "0", "--save-weights", str(saved)]) == 0
+    assert "saved weights to" in capsys.readouterr().out
+    assert main([*common, "--epochs", "0", "--activation", "gelu", "--weights", str(saved)]) == 0
+    err = capsys.readouterr().err
+    assert err == (
+        "warning: the weights were trained with relu and are now used with gelu; fine-tune "
+        "(--epochs > 0) before trusting the accuracy\n"
+    )
+
+
+def test_save_weights_path_is_checked_before_anything_is_written(tmp_path: Path, capsys) -> None:
+    argv = [
+        "build",
+        *SMALL,
+        "--dataset",
+        "shapes",
+        "--image-size",
+        "8",
+        "--shapes-per-class",
+        "2",
+        "--epochs",
+        "0",
+        "--models-dir",
+        str(tmp_path / "models"),
+        "--save-weights",
+        str(tmp_path / "w.pth"),
+    ]
+    assert main(argv) == 1
+    assert capsys.readouterr().err.startswith("error: --save-weights needs a .safetensors path")
+    assert not (tmp_path / "models").exists()
