@@ -13,13 +13,17 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from export.commands import activations, build
+from export.commands import activations, build, defaults, quantize, sweep
 from export.errors import ExportError
 from export.weights import ActivationSwapWarning
+
+_EXTENSIONS = (quantize,)  # modules that add flags to `build` when imported
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     build.register,
     activations.register,
+    sweep.register,
+    defaults.register,
 ]
 
 

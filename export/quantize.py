@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+import torch
 from onnxruntime.quantization import (
     CalibrationDataReader,
     CalibrationMethod,
@@ -34,6 +35,7 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from export.build import BuildResult
 from export.errors import ExportCheckError
 from export.exporter import check_onnx, ort_session
 from export.publish import PublishedModel, publish_model
@@ -236,3 +238,43 @@ def publish_int8_variant(
     card = type(card).model_validate(card.model_dump())
     published = publish_model(repository, proto, card, version=version)
     return Int8Result(published, agreement, len(calibration), len(validation))
+
+
+DEFAULT_CALIBRATION_IMAGES = 256
+
+
+def quantize_build(
+    result: BuildResult,
+    repository: Path,
+    *,
+    calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
+    min_agreement: float = 0.0,
+    seed: int = 0,
+) -> Int8Result:
+    """Publish the INT8 variant of a finished build, calibrated on its training images.
+
+    The calibration images are a seeded random subset of the training split, normalised with
+    the card's mean/std (``result.norm``, exactly as training and the service do); agreement
+    and accuracy are measured on the whole validation split.
+    """
+    if result.dataset is None or result.split is None or len(result.split.val) == 0:
+        raise ExportCheckError(
+            "--quantize int8 needs training images to calibrate on and validation images to "
+            "measure agreement: give --dataset (digits, shapes or imagefolder:PATH)"
+        )
+    if calibration_images < 1:
+        raise ExportCheckError(f"calibration needs at least 1 image, got {calibration_images}")
+    generator = torch.Generator().manual_seed(seed)
+    train = result.split.train[torch.randperm(len(result.split.train), generator=generator)]
+    chosen = train[:calibration_images]
+    calibration = result.norm(result.dataset.images[chosen]).numpy()
+    validation = result.norm(result.dataset.images[result.split.val]).numpy()
+    targets = result.dataset.targets[result.split.val].numpy()
+    return publish_int8_variant(
+        repository,
+        result.published,
+        calibration=calibration,
+        validation=validation,
+        validation_targets=targets,
+        min_agreement=min_agreement,
+    )

@@ -1,0 +1,307 @@
+"""The sweep report: a Markdown table, the theory's predictions checked, and two PNG plots.
+
+``summarise`` turns runs into one row per activation (mean ± sample std of the final validation
+accuracy over seeds, mean epochs to reach 90 %, parameters, latency); ``write_report`` writes
+``README.md``, ``accuracy_per_epoch.png`` and ``latency.png`` into the sweep directory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from export.sweep import LATENCY_FILE, NOT_TRAINABLE, RunResult, SweepConfig
+
+REPORT_FILE = "README.md"
+DISCUSSION_FILE = "discussion.md"
+"""Optional hand-written notes in the sweep directory, included in the report under Discussion."""
+ACCURACY_PLOT = "accuracy_per_epoch.png"
+LATENCY_PLOT = "latency.png"
+THRESHOLD = 0.90
+FAR_WORSE_POINTS = 0.05
+"""'Far worse': at least 5 accuracy points below the median of the other activations."""
+
+
+@dataclass(frozen=True)
+class Summary:
+    activation: str
+    status: str
+    """'ok' (≥ 1 trained run), 'not trainable' or 'failed'."""
+    seeds: int
+    accuracy_mean: float | None
+    accuracy_std: float | None
+    curve: list[float]
+    """Mean validation accuracy per epoch over the seeds."""
+    epochs_to_90: float | None
+    """Mean over the seeds that reached 90 %; None if none did."""
+    reached_90: int
+    parameters: int
+    latency_ms: float | None
+    message: str = ""
+
+
+def summarise(runs: Sequence[RunResult], latency: dict[str, float] | None = None) -> list[Summary]:
+    """One summary per activation, in first-seen order of ``runs``."""
+    latency = latency or {}
+    by_activation: dict[str, list[RunResult]] = {}
+    for run in runs:
+        by_activation.setdefault(run.activation, []).append(run)
+    result = []
+    for name, group in by_activation.items():
+        trained = [r for r in group if r.status == "ok" and r.val_accuracy]
+        timed = [r.latency_ms for r in group if r.latency_ms is not None]
+        lat = latency.get(name, statistics.median(timed) if timed else None)
+        params = max(r.parameters for r in group)
+        if not trained:
+            status = NOT_TRAINABLE if any(r.status == NOT_TRAINABLE for r in group) else "failed"
+            message = next((r.message for r in group if r.message), "")
+            result.append(
+                Summary(name, status, len(group), None, None, [], None, 0, params, lat, message)
+            )
+            continue
+        finals = [r.val_accuracy[-1] for r in trained]
+        epochs = min(len(r.val_accuracy) for r in trained)
+        curve = [statistics.fmean(r.val_accuracy[i] for r in trained) for i in range(epochs)]
+        reached = [e for r in trained if (e := r.epochs_to(THRESHOLD)) is not None]
+        result.append(
+            Summary(
+                name,
+                "ok",
+                len(trained),
+                statistics.fmean(finals),
+                statistics.stdev(finals) if len(finals) > 1 else 0.0,
+                curve,
+                statistics.fmean(reached) if reached else None,
+                len(reached),
+                params,
+                lat,
+            )
+        )
+    return result
+
+
+@dataclass(frozen=True)
+class Prediction:
+    claim: str
+    held: bool | None
+    """None: not enough data to say."""
+    evidence: str
+
+
+def _speed_key(s: Summary) -> tuple[float, float]:
+    """Slower training sorts later: epochs to 90 % (never = ∞), then lower first-epoch accuracy."""
+    return (
+        s.epochs_to_90 if s.epochs_to_90 is not None else math.inf,
+        -(s.curve[0] if s.curve else 0.0),
+    )
+
+
+def check_predictions(summaries: Sequence[Summary]) -> list[Prediction]:
+    trained = {s.activation: s for s in summaries if s.status == "ok"}
+    timed = sorted(
+        (s for s in summaries if s.latency_ms is not None), key=lambda s: s.latency_ms or 0
+    )
+    out = []
+    identity, others = trained.get("identity"), [s for n, s in trained.items() if n != "identity"]
+    if identity is not None and others and identity.accuracy_mean is not None:
+        median = statistics.median(s.accuracy_mean or 0.0 for s in others)
+        gap = median - identity.accuracy_mean
+        out.append(
+            Prediction(
+                "identity collapses to a linear model and does far worse",
+                gap >= FAR_WORSE_POINTS,
+                f"identity {identity.accuracy_mean:.2%} vs median of the others {median:.2%} "
+                f"({gap * 100:+.1f} points; 'far worse' means ≥ {FAR_WORSE_POINTS * 100:.0f})",
+            )
+        )
+    else:
+        out.append(Prediction("identity does far worse", None, "identity was not trained"))
+    sigmoid = trained.get("sigmoid")
+    if sigmoid is not None and len(trained) > 1:
+        ranking = sorted(trained.values(), key=_speed_key, reverse=True)
+        rank = [s.activation for s in ranking].index("sigmoid") + 1
+        slowest = ranking[0]
+        out.append(
+            Prediction(
+                "sigmoid trains slowest",
+                rank == 1,
+                f"sigmoid is #{rank} slowest of {len(ranking)} (epochs to 90 %: "
+                f"{_fmt_epochs(sigmoid)}, epoch-1 accuracy {sigmoid.curve[0]:.2%}); slowest: "
+                f"{slowest.activation} ({_fmt_epochs(slowest)}, epoch-1 {slowest.curve[0]:.2%})",
+            )
+        )
+    else:
+        out.append(Prediction("sigmoid trains slowest", None, "sigmoid was not trained"))
+    names = [s.activation for s in timed]
+    if "relu" in names and len(names) > 1:
+        rank = names.index("relu") + 1
+        cutoff = max(1, math.ceil(len(names) / 3))
+        fastest = timed[0]
+        relu = timed[rank - 1]
+        out.append(
+            Prediction(
+                "ReLU is among the cheapest to run",
+                rank <= cutoff,
+                f"relu is #{rank} of {len(names)} by latency ({relu.latency_ms:.4f} ms vs fastest "
+                f"{fastest.activation} {fastest.latency_ms:.4f} ms); 'among the cheapest' means "
+                f"the fastest third (#1–#{cutoff})",
+            )
+        )
+    else:
+        out.append(Prediction("ReLU is among the cheapest", None, "relu was not timed"))
+    return out
+
+
+def _fmt_epochs(s: Summary) -> str:
+    if s.epochs_to_90 is None:
+        return "never"
+    suffix = "" if s.reached_90 == s.seeds else f" ({s.reached_90}/{s.seeds} seeds)"
+    return f"{s.epochs_to_90:.1f}{suffix}"
+
+
+def markdown_table(summaries: Sequence[Summary]) -> str:
+    rows = sorted(summaries, key=lambda s: (s.accuracy_mean is None, -(s.accuracy_mean or 0.0)))
+    lines = [
+        "| activation | val accuracy (mean ± std) | seeds | epochs to 90 % | parameters "
+        "| latency ms/image |",
+        "|---|---|---|---|---|---|",
+    ]
+    for s in rows:
+        acc = (
+            f"{s.accuracy_mean:.2%} ± {s.accuracy_std:.2%}"
+            if s.accuracy_mean is not None
+            else s.status
+        )
+        epochs = _fmt_epochs(s) if s.status == "ok" else "—"
+        latency = f"{s.latency_ms:.4f}" if s.latency_ms is not None else "—"
+        lines.append(
+            f"| {s.activation} | {acc} | {s.seeds} | {epochs} | {s.parameters:,} | {latency} |"
+        )
+    return "\n".join(lines)
+
+
+_HIGHLIGHT = {"relu": "black", "identity": "tab:red", "sigmoid": "tab:blue"}
+
+
+def plot_accuracy(summaries: Sequence[Summary], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(10, 6), dpi=110)
+    cmap = plt.get_cmap("tab20")
+    for i, s in enumerate(s for s in summaries if s.curve):
+        epochs = range(1, len(s.curve) + 1)
+        bold = s.activation in _HIGHLIGHT
+        ax.plot(
+            epochs,
+            [100 * a for a in s.curve],
+            marker="o",
+            markersize=3,
+            linewidth=2.8 if bold else 1.1,
+            color=_HIGHLIGHT.get(s.activation, cmap(i % 20)),
+            label=s.activation,
+            zorder=3 if bold else 2,
+        )
+    ax.axhline(100 * THRESHOLD, color="grey", linestyle="--", linewidth=0.8)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy (%), mean over seeds")
+    ax.set_title("Validation accuracy per epoch per activation")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_latency(summaries: Sequence[Summary], path: Path) -> None:
+    timed = sorted(
+        (s for s in summaries if s.latency_ms is not None), key=lambda s: s.latency_ms or 0.0
+    )
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(timed) + 1.5), dpi=110)
+    colours = [_HIGHLIGHT.get(s.activation, "tab:grey") for s in timed]
+    values = [1000 * (s.latency_ms or 0.0) for s in timed]
+    ax.barh([s.activation for s in timed], values, color=colours)
+    for y, value in enumerate(values):
+        ax.text(value, y, f" {value:.0f}", va="center", fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("onnxruntime latency per image (µs, batch 1, one thread, median)")
+    ax.set_title("Inference cost per activation")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def _save(fig: plt.Figure, path: Path) -> None:
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def render_markdown(
+    config: SweepConfig,
+    summaries: Sequence[Summary],
+    command: str,
+    environment: str = "",
+    discussion: str = "",
+) -> str:
+    predictions = check_predictions(summaries)
+    verdict = {True: "held", False: "did NOT hold", None: "not tested"}
+    width = f", width {config.width}" if config.width else ""
+    lines = [
+        f"# Activation sweep: {config.arch} on {config.dataset}",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Recipe: {config.arch}{width}, {config.image_size}×{config.image_size} input, "
+        f"{config.epochs} epochs, batch {config.batch_size}, SGD (Nesterov) one-cycle lr "
+        f"{config.lr}, stratified {1 - config.val_fraction:.0%}/{config.val_fraction:.0%} "
+        f"train/val split (split seed {config.split_seed}), seeds 0…{config.seeds - 1}. "
+        "Accuracy is the validation accuracy after the last epoch; latency is the median "
+        "onnxruntime time for one image on one thread, measured on the exported ONNX file.",
+        "",
+        markdown_table(summaries),
+        "",
+        "## What theory predicts, as measured",
+        "",
+        *[f"- **{p.claim}**: {verdict[p.held]} — {p.evidence}" for p in predictions],
+        "",
+        f"![accuracy per epoch]({ACCURACY_PLOT})",
+        "",
+        f"![latency per activation]({LATENCY_PLOT})",
+    ]
+    problems = [s for s in summaries if s.status != "ok"]
+    if problems:
+        lines += ["", "## Not trained", ""]
+        lines += [f"- **{s.activation}** ({s.status}): {s.message}" for s in problems]
+    if discussion.strip():
+        lines += ["", "## Discussion", "", discussion.strip()]
+    if environment:
+        lines += ["", "## Environment", "", environment]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(
+    out: Path, config: SweepConfig, runs: Sequence[RunResult], command: str, environment: str = ""
+) -> list[Summary]:
+    """Write README.md and the two plots into ``out``; returns the summaries."""
+    latency_path = out / LATENCY_FILE
+    latency = json.loads(latency_path.read_text()) if latency_path.is_file() else {}
+    latency = {k: v for k, v in latency.items() if k in config.activations}
+    summaries = summarise(runs, latency)
+    plot_accuracy(summaries, out / ACCURACY_PLOT)
+    plot_latency(summaries, out / LATENCY_PLOT)
+    notes = out / DISCUSSION_FILE
+    discussion = notes.read_text(encoding="utf-8") if notes.is_file() else ""
+    text = render_markdown(config, summaries, command, environment, discussion)
+    tmp = out / f".{REPORT_FILE}.tmp"
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, out / REPORT_FILE)
+    return summaries
