@@ -189,24 +189,25 @@ def render_markdown(report: dict[str, Any], markdown: Path, chart: Path, narrati
         "statistics are re-estimated on shapes images (so activations have a realistic scale) "
         "and the `fc` head is a linear probe on its pooled features. That probe reaches only "
         f"{_fmt(m.get('val_accuracy'), 3)} shapes validation accuracy (chance 0.125): random "
-        "deep features carry little shape information. It is timed as ResNet-50, not judged "
+        f"deep features carry little shape information. It is timed as {m.get('arch')}, not judged "
         "as a classifier.",
         f"- INT8: onnxruntime static QDQ quantization of that file (per-channel int8 weights, "
-        f"uint8 activations, MinMax calibration on {m.get('calibration_images')} images). Because "
-        "the ResNet-50's classes are near-ties, the **agreement target is measured on a trained "
-        f"classifier** quantized with the same recipe: {a['arch']} trained {a['epochs']} epochs on "
-        f"shapes, val accuracy {a['val_accuracy']:.3f} (INT8: {a['int8_val_accuracy']:.3f}), top-1 "
-        f"agreement {a['agreement']:.4f} on {a['val_images']} validation images. For the record, "
-        f"the random-feature ResNet-50's agreement is {_fmt(m.get('int8_agreement_now'), 4)} on "
-        f"{m.get('val_images')} images.",
+        f"uint8 activations, MinMax calibration on {m.get('calibration_images')} images). "
+        f"Because the {m.get('arch')}'s classes are near-ties, the **agreement target is "
+        "measured on a trained classifier** quantized with the same recipe: "
+        f"{a['arch']} trained {a['epochs']} epochs on shapes, val accuracy "
+        f"{a['val_accuracy']:.3f} (INT8: {a['int8_val_accuracy']:.3f}), top-1 agreement "
+        f"{a['agreement']:.4f} on {a['val_images']} validation images. For the record, the "
+        f"random-feature {m.get('arch')}'s agreement is "
+        f"{_fmt(m.get('int8_agreement_now'), 4)} on {m.get('val_images')} images.",
         f"- Images: {len(report['photo_bytes'])} generated photo-like JPEGs of "
         f"{report['photo_size'][0]}×{report['photo_size'][1]} "
         f"({min(report['photo_bytes']) // 1000}–{max(report['photo_bytes']) // 1000} kB) and "
         f"{len(report['small_bytes'])} of 224×224, quality 90, cycled through every measurement.",
-        "- HTTP: a closed-loop load generator (separate process, asyncio streams, HTTP/1.1 keep-alive) "
-        "sends the same prebuilt multipart bodies to every server; CPU % and peak RSS are "
-        "sampled with psutil on the server process and its workers (100 % = one core busy). "
-        "The service runs with `ACTLAB_MAX_CONCURRENCY=32` so c=16 is admitted, not shed.",
+        "- HTTP: a closed-loop load generator (separate process, asyncio streams, HTTP/1.1 "
+        "keep-alive) sends the same prebuilt multipart bodies to every server; CPU % and peak "
+        "RSS are sampled with psutil on the server process and its workers (100 % = one core "
+        "busy). The service runs with `ACTLAB_MAX_CONCURRENCY=32` so c=16 is admitted, not shed.",
         f"- (e) PyTorch eager loads the same state dict that was exported; max |torch − "
         "onnxruntime| logit difference "
         f"{_fmt(m.get('torch_vs_onnxruntime_max_abs_logit_diff'), 6)}.",
