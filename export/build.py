@@ -120,6 +120,20 @@ def _parity_batches(
     return batches
 
 
+def _normalisation(
+    request: BuildRequest, dataset: ImageDataset | None, split: Split | None
+) -> Normalisation:
+    """ImageNet's mean/std for pretrained weights or without data, else the training split's."""
+    choice = request.normalise or ("imagenet" if request.weights or dataset is None else "dataset")
+    if choice == "imagenet":
+        return Normalisation(IMAGENET_MEAN, IMAGENET_STD)
+    if choice == "dataset" and dataset is not None and split is not None:
+        return Normalisation(*channel_stats(dataset.images[split.train]))
+    if choice == "dataset":
+        raise DataError("--normalise dataset needs a dataset (--dataset) to compute mean/std from")
+    raise DataError(f"unknown normalisation {choice!r}; choose one of: dataset, imagenet")
+
+
 def build_model(request: BuildRequest) -> BuildResult:
     """Run one build end to end; raises an ``ExportError`` (or ``ValueError``) before writing."""
     name = validate_model_name(request.name or default_name(request))
@@ -160,17 +174,7 @@ def build_model(request: BuildRequest) -> BuildResult:
     if checkpoint is not None:
         report = load_weights(model, checkpoint, activation=model.activation.name)
 
-    normalise = request.normalise or (
-        "imagenet" if request.weights or dataset is None else "dataset"
-    )
-    if normalise == "imagenet":
-        norm = Normalisation(IMAGENET_MEAN, IMAGENET_STD)
-    elif normalise == "dataset" and dataset is not None and split is not None:
-        norm = Normalisation(*channel_stats(dataset.images[split.train]))
-    else:
-        raise DataError(
-            f"unknown normalisation {normalise!r}; choose dataset (needs --dataset) or imagenet"
-        )
+    norm = _normalisation(request, dataset, split)
 
     train_data = val_data = None
     if dataset is not None and split is not None:

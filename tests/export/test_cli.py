@@ -161,6 +161,20 @@ def failing(tmp_path: Path) -> list[tuple[list[str], str]]:
         ),
         (["--name", "Bad Name"], "error: invalid model name 'Bad Name'"),
         (["--labels", "imagenet", "--dataset", "shapes"], "error: --labels gives 1000 labels"),
+        (
+            [
+                "--dataset",
+                "none",
+                "--epochs",
+                "0",
+                "--labels",
+                "imagenet",
+                "--normalise",
+                "dataset",
+            ],
+            "error: --normalise dataset needs a dataset",
+        ),
+        (["--dataset", "none"], "error: training needs a dataset (--dataset)"),
     ]
 
 
