@@ -162,3 +162,18 @@ def test_checker_rejects_a_broken_graph() -> None:
     proto.graph.node[0].input[0] = "no_such_tensor"
     with pytest.raises(ExportCheckError, match="the exported ONNX graph is invalid"):
         check_onnx(proto.SerializeToString())
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
+def test_imagenet_style_architectures_export_with_parity(arch: str) -> None:
+    """7×7 stem + max-pool, BasicBlock and Bottleneck (narrow, small input to stay fast)."""
+    model = build_resnet(arch, "silu", num_classes=5, width=4, seed=0).eval()
+    graph = export_onnx(model, (64, 64))
+    data = graph.proto.SerializeToString()
+    check_onnx(data)
+    report = check_parity(model, data, [torch.randn(3, 3, 64, 64), torch.randn(1, 3, 64, 64)])
+    assert report.samples == 4
+    assert len(graph.activation_sites) == len(activation_sites(model))
+    assert graph.activation_sites[-1].name == (
+        "layer4.1.act2" if arch == "resnet18" else "layer4.2.act3"
+    )
