@@ -48,6 +48,11 @@ class DefaultModel:
     activation: str
     int8: bool = False
     """Also publish ``<name>-int8``."""
+    epochs: int | None = None
+    """Overrides the recipe's epochs (sigmoid saturates and needs longer to become useful)."""
+
+    def epochs_for(self, recipe: DefaultsRecipe) -> int:
+        return self.epochs if self.epochs is not None else recipe.epochs
 
     def name(self, recipe: DefaultsRecipe) -> str:
         return f"{recipe.arch}-{self.activation}-{recipe.dataset}"
@@ -58,7 +63,7 @@ DEFAULT_MODELS: tuple[DefaultModel, ...] = (
     DefaultModel("gelu"),
     DefaultModel("mish"),
     DefaultModel("identity"),
-    DefaultModel("sigmoid"),
+    DefaultModel("sigmoid", epochs=30),
     DefaultModel("tanh"),
 )
 
@@ -83,7 +88,7 @@ def build_arguments(model: DefaultModel, recipe: DefaultsRecipe, models_dir: Pat
         args += ["--width", str(recipe.width)]
     args += [
         "--epochs",
-        str(recipe.epochs),
+        str(model.epochs_for(recipe)),
         "--batch-size",
         str(recipe.batch_size),
         "--lr",
@@ -110,7 +115,10 @@ def build_request(
         image_size=recipe.image_size,
         width=recipe.width,
         train=TrainConfig(
-            epochs=recipe.epochs, batch_size=recipe.batch_size, lr=recipe.lr, seed=recipe.seed
+            epochs=model.epochs_for(recipe),
+            batch_size=recipe.batch_size,
+            lr=recipe.lr,
+            seed=recipe.seed,
         ),
         name=model.name(recipe),
         repository=models_dir,

@@ -46,9 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="rebuild the default model set into models/ (what `make models` runs)",
         description=f"Build the default models ({', '.join(default_names(DEFAULT_MODELS, recipe))}"
         f"): {recipe.arch} on {recipe.dataset} at {recipe.image_size}×{recipe.image_size}, "
-        f"{recipe.epochs} epochs, seed {recipe.seed}, each exported, checked and published as "
-        "its next version; then regenerate models/README.md (command, val accuracy, size and "
-        "sha256 of every model).",
+        f"{recipe.epochs} epochs (sigmoid 30), seed {recipe.seed}, each exported, checked and "
+        "published as its next version; then regenerate models/README.md (command, val "
+        "accuracy, size and sha256 of every model).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(

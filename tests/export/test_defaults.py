@@ -67,10 +67,11 @@ def test_shipped_model_is_verified_and_carded(name: str) -> None:
     assert card.architecture == "resnet20" and card.dataset == "digits"
     assert card.labels == [str(i) for i in range(10)]
     assert card.input_size == (RECIPE.image_size, RECIPE.image_size)
-    assert card.epochs == RECIPE.epochs and card.seed == RECIPE.seed
+    model = next(m for m in defaults.DEFAULT_MODELS if m.name(RECIPE) == name.removesuffix("-int8"))
+    assert card.epochs == model.epochs_for(RECIPE) and card.seed == RECIPE.seed
     assert card.val_accuracy is not None
     if card.activation == "identity":
-        assert card.val_accuracy >= 0.5  # a linear model: useful, far from the others
+        assert card.val_accuracy >= 0.75  # a linear model: far behind the others
     else:
         assert card.val_accuracy >= 0.95
     if name.endswith("-int8"):
@@ -82,7 +83,6 @@ def test_shipped_model_is_verified_and_carded(name: str) -> None:
     else:
         assert card.quantization == "none" and card.source_model is None
     # The exact build command is recorded (an int8 variant carries its source's command).
-    model = next(m for m in defaults.DEFAULT_MODELS if m.name(RECIPE) == name.removesuffix("-int8"))
     assert card.command == defaults.build_request(model, RECIPE, Path("models")).command
     assert card.command.startswith(
         f"python -m export build --arch resnet20 --activation {model.activation} --dataset digits"
