@@ -62,7 +62,9 @@ AS_EXPORTED = {
 """How onnxruntime runs the activations the fast path leaves as torch exported them."""
 
 FAST_PATH = {
-    "softplus": "max(x, log(1 + exp(min(x, 20)))): Min, Exp, Add, Log, Max",
+    "softplus": "relu(x) + z·P(z²), z = sigmoid(−|x| − ln 2) = t/(2+t), t = e^−|x|: "
+    "log1p(t) = 2·atanh(z) as a cubic in z² (6e-8); Relu, Sigmoid, Mul, depthwise 1×1, "
+    "all in NCHWc (no Log)",
     "mish": "x·p/(p+2), p = n(n+2), n = exp(min(x, 20)): Min, Exp, Add, Mul, Div",
     "elu": "relu(x) + depthwise-1×1(exp(min(x, 0))) (α·e − α, sum fused)",
     "selu": "relu(λx) + depthwise-1×1(exp(min(x, 0))) (λα·e − λα, sum fused)",

@@ -3,9 +3,11 @@
 Why: onnxruntime's CPU kernels for ``Softplus``, ``Elu``, ``Selu``, ``Celu`` and ``PRelu`` are
 scalar loops, and none of them can stay in the blocked NCHWc layout that makes its convolutions
 fast, so a ResNet-50 with Mish or Softplus runs ≈2.5× slower than with ReLU. The same functions
-written with vectorised kernels (``Exp``, ``Log``, ``Min``, ``Max``, ``Mul``, ``Div``) or with
-ops that stay in NCHWc (a depthwise 1×1 ``Conv`` with fused ``Relu``/sum, ``HardSigmoid``) cost a
-fraction of that. Measured per activation by ``bench/activation_tax.py``.
+written with vectorised kernels (``Exp``, ``Min``, ``Mul``, ``Div``) or with ops that stay in
+NCHWc (``Relu``, ``Sigmoid``, ``HardSigmoid``, ``Mul``, ``Add`` and depthwise 1×1 ``Conv``s, into
+which onnxruntime fuses a following activation or sum) cost a fraction of that. ``Log`` is
+avoided where possible: its kernel is scalar too (≈10× ``Exp``). Measured per activation by
+``bench/activation_tax.py``.
 
 How: every activation site's output is a named tensor (``site:<module path>``, see
 ``export.exporter``). For each site, the nodes between the pre-activation tensor and the site
@@ -101,6 +103,12 @@ Formulation = Callable[[_Builder, _Region, str, Mapping[str, ParamValue], int], 
 """(builder, region, pre-activation tensor, params, channels): adds nodes writing the site."""
 
 
+_LOG1P_COEFFS = (1.9999984689017896, 0.6668464109948855, 0.3943414605393509, 0.35024207837742755)
+"""log1p(t) = z·(a0 + a1·w + a2·w² + a3·w³) + O(6e-8), z = t / (2 + t) ∈ [0, 1/3], w = z².
+The series of 2·atanh(z) (log1p(t) = 2·atanh(z)), refitted for minimal maximum error on
+[0, 1/3] in float64 (Lawson-weighted least squares)."""
+
+
 def _softplus_core(b: _Builder, x: str, beta: float) -> str:
     """log(1 + exp(min(beta·x, 20))) with vectorised kernels (Min, Exp, Add, Log)."""
     scaled = x if beta == 1.0 else b.op("Mul", [x, b.const(beta)])
@@ -108,16 +116,41 @@ def _softplus_core(b: _Builder, x: str, beta: float) -> str:
     return b.op("Log", [b.op("Add", [b.op("Exp", [clamped]), b.const(1.0)])])
 
 
+def _softplus_nchwc(b: _Builder, r: _Region, x: str, beta: float, c: int) -> None:
+    """relu(x) + log1p(e^(-beta·|x|)) / beta without Log, Exp or a layout change.
+
+    z = t/(2+t) with t = e^(-beta·|x|) is exactly sigmoid(-beta·|x| - ln 2), and log1p(t) is a
+    cubic in z² times z (``_LOG1P_COEFFS``). -|x| = x - 2·relu(x) is a depthwise 1×1 Conv on
+    relu(x) with x fused in as a sum (onnxruntime also fuses the Sigmoid), the polynomial is
+    Estrin's scheme with Mul and depthwise 1×1 Convs, so every op stays in NCHWc.
+    """
+    ones = np.ones(c, np.float32)
+    positive = b.op("Relu", [x])
+    shift = np.full(c, -math.log(2.0), np.float32)
+    if beta == 1.0:
+        pre = b.op("Add", [b.channel_affine(positive, -2.0 * ones, shift), x])
+    else:
+        neg_abs = b.op("Add", [b.channel_affine(positive, -2.0 * ones), x])
+        pre = b.channel_affine(neg_abs, beta * ones, shift)
+    z = b.op("Sigmoid", [pre])
+    a0, a1, a2, a3 = (coefficient / beta for coefficient in _LOG1P_COEFFS)
+    w = b.op("Mul", [z, z])
+    high = b.channel_affine(w, a3 * ones, a2 * ones)
+    high_w2 = b.op("Mul", [b.op("Mul", [w, w]), high])
+    poly = b.op("Add", [b.channel_affine(w, a1 * ones, a0 * ones), high_w2])
+    b.op("Add", [positive, b.op("Mul", [z, poly])], out=r.site)
+
+
 def _softplus(b: _Builder, r: _Region, x: str, p: Mapping[str, ParamValue], c: int) -> None:
     beta, threshold = float(p["beta"]), float(p["threshold"])
+    if math.log1p(math.exp(-threshold)) / beta <= 1e-7:
+        # softplus(x) > x everywhere and the two differ by < 1e-7 beyond the threshold, so the
+        # unthresholded function equals the thresholded reference to float32 precision.
+        _softplus_nchwc(b, r, x, beta, c)
+        return
     core = _softplus_core(b, x, beta)
     if beta != 1.0:
         core = b.op("Div", [core, b.const(beta)])
-    if threshold >= EXP_CLAMP and math.log1p(math.exp(-threshold)) / beta <= 1e-7:
-        # softplus(x) > x everywhere and the two differ by < 1e-7 beyond the threshold, so
-        # max(x, softplus(x)) equals the thresholded reference to float32 precision.
-        b.op("Max", [x, core], out=r.site)
-        return
     above = b.op("Greater", [b.op("Mul", [x, b.const(beta)]), b.const(threshold)])
     b.op("Where", [above, x, core], out=r.site)
 
