@@ -35,7 +35,8 @@ COPY --from=api-build /opt/venv /opt/venv
 # docker-compose.yml also mounts ./models here read-only, so re-exported models are served.
 COPY --chown=root:root models /app/models
 ENV PATH=/opt/venv/bin:$PATH \
-    ACTLAB_MODELS_DIR=/app/models
+    ACTLAB_MODELS_DIR=/app/models \
+    ACTLAB_DEFAULT_MODEL=resnet20-relu-digits
 USER 10001:10001
 EXPOSE 8000
 # Readiness without curl: 200 only once every startup model is loaded and warm.

@@ -4,6 +4,8 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 HOST    ?= 127.0.0.1
 PORT    ?= 8000
+# The model POST /v1/classify uses (models/README.md); ACTLAB_DEFAULT_MODEL in the environment wins.
+DEFAULT_MODEL ?= resnet20-relu-digits
 
 .PHONY: run test bench bench-smoke models lint format clean
 
@@ -26,6 +28,7 @@ run: $(VENV)/.service-installed
 	@echo "  API docs:  http://$(HOST):$(PORT)/docs"
 	@echo "  models:    http://$(HOST):$(PORT)/v1/models"
 	@echo "  ready:     http://$(HOST):$(PORT)/health/ready"
+	ACTLAB_DEFAULT_MODEL="$${ACTLAB_DEFAULT_MODEL:-$(DEFAULT_MODEL)}" \
 	$(BIN)/uvicorn service.app:create_app --factory --host $(HOST) --port $(PORT) --timeout-graceful-shutdown 20
 
 test: $(VENV)/.all-installed

@@ -133,7 +133,9 @@ def test_api_environment_is_valid_settings(services: dict[str, Any]) -> None:
     settings = Settings.model_validate(values)
     assert services["api"]["env_file"] == [{"path": ".env", "required": False}]
     assert settings.max_body_bytes == Settings().max_body_bytes
-    assert settings.default_model is None and settings.api_key is None  # empty = unset
+    assert settings.api_key is None  # empty = unset
+    image_env = " ".join(e.args for e in read_dockerfile().stage("api").all("ENV"))
+    assert f"ACTLAB_DEFAULT_MODEL={settings.default_model}" in image_env.split()
 
 
 def test_lb_serves_the_shared_rules_in_front_of_healthy_replicas(

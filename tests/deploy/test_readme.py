@@ -29,6 +29,7 @@ from service.settings import Settings
 
 MAKEFILE = REPO / "Makefile"
 MODELS_DIR = REPO / "models"
+DEFAULT_MODEL = "resnet20-relu-digits"
 
 
 def readme() -> str:
@@ -94,9 +95,13 @@ def test_make_run_serves_the_quickstart_address_and_prints_the_urls() -> None:
     )
     assert dry.returncode == 0, dry.stderr
     assert "http://127.0.0.1:8000" in dry.stdout
-    uvicorn = [line for line in dry.stdout.splitlines() if "uvicorn" in line and "echo" not in line]
+    lines = dry.stdout.replace("\\\n", " ").splitlines()
+    uvicorn = [line for line in lines if "uvicorn" in line and "echo" not in line]
     assert len(uvicorn) == 1
     words = shlex.split(uvicorn[0])
+    # the default model the model repository names, which the image and compose use too
+    default = f'ACTLAB_DEFAULT_MODEL="${{ACTLAB_DEFAULT_MODEL:-{DEFAULT_MODEL}}}"'
+    assert uvicorn[0].startswith(default + " ")
     assert "service.app:create_app" in words and "--factory" in words
     assert (words[words.index("--host") + 1], words[words.index("--port") + 1]) == (
         "127.0.0.1",
@@ -104,6 +109,16 @@ def test_make_run_serves_the_quickstart_address_and_prints_the_urls() -> None:
     )
     installs = [line for line in dry.stdout.splitlines() if "pip install" in line]
     assert any(line.endswith("-e .") for line in installs), "make run installs the service only"
+
+
+def test_the_default_model_is_the_one_the_repository_names_and_ships() -> None:
+    assert f"the default model for `/v1/classify` is `{DEFAULT_MODEL}`" in (
+        (MODELS_DIR / "README.md").read_text()
+    )
+    assert DEFAULT_MODEL in published_models(MODELS_DIR)
+    compose = yaml.safe_load(COMPOSE_FILE.read_text())
+    setting = compose["services"]["api"]["environment"]["ACTLAB_DEFAULT_MODEL"]
+    assert setting == f"${{ACTLAB_DEFAULT_MODEL:-{DEFAULT_MODEL}}}"
 
 
 def test_make_test_installs_everything_and_runs_the_whole_suite() -> None:
@@ -205,11 +220,12 @@ def test_readme_examples_run_against_the_default_models(tmp_path: Path) -> None:
     )
     port = free_port()
     log = tmp_path / "replica.log"
-    process = start_replica(sys.executable, port, MODELS_DIR, log)
+    process = start_replica(sys.executable, port, MODELS_DIR, log, default_model=DEFAULT_MODEL)
     try:
         wait_for_http(
             f"http://127.0.0.1:{port}/health/ready", timeout_s=120, process=process, log_path=log
         )
+        checked = 0
         for command in curl_commands(text):
             local = command.replace("http://127.0.0.1:8000", f"http://127.0.0.1:{port}")
             local = local.replace("curl ", "curl -sS --fail-with-body ", 1)
@@ -220,5 +236,13 @@ def test_readme_examples_run_against_the_default_models(tmp_path: Path) -> None:
             assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
             body = json.loads(result.stdout)
             assert "error" not in body, command
+            if url_path(command.split()[1]) == "/v1/classify" and "top_k" not in command:
+                # the answer the README shows: the default model reads the 7
+                assert body["model"] == DEFAULT_MODEL
+                best = body["predictions"][0]["top_k"][0]
+                assert (best["label"], best["index"]) == ("7", 7)
+                assert best["probability"] > 0.99
+                checked += 1
+        assert checked == 2  # multipart and raw body
     finally:
         stop_process(process)
