@@ -301,3 +301,31 @@ def test_save_weights_path_is_checked_before_anything_is_written(tmp_path: Path,
     assert main(argv) == 1
     assert capsys.readouterr().err.startswith("error: --save-weights needs a .safetensors path")
     assert not (tmp_path / "models").exists()
+
+
+def test_build_from_an_image_folder(tmp_path: Path, capsys) -> None:
+    rng = np.random.default_rng(0)
+    for cls, channel in (("apples", 0), ("grapes", 2)):
+        (tmp_path / "fruit" / cls).mkdir(parents=True)
+        for i in range(4):
+            pixels = rng.integers(0, 60, size=(20, 24, 3), dtype=np.uint8)
+            pixels[..., channel] = 230
+            Image.fromarray(pixels).save(tmp_path / "fruit" / cls / f"{i}.png")
+    argv = [
+        "build",
+        *SMALL,
+        "--dataset",
+        f"imagefolder:{tmp_path / 'fruit'}",
+        "--image-size",
+        "16",
+        "--epochs",
+        "1",
+        "--models-dir",
+        str(tmp_path / "models"),
+    ]
+    assert main(argv) == 0
+    assert "published resnet8-relu-fruit version 1" in capsys.readouterr().out
+    _, card = load(tmp_path / "models" / "resnet8-relu-fruit" / "1" / "model.onnx")
+    assert card.labels == ["apples", "grapes"] and card.dataset == "imagefolder:fruit"
+    assert card.resize_size == round(16 * 256 / 224) and card.input_size == (16, 16)
+    assert card.split["train"] == 6 and card.split["val"] == 2
