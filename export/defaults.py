@@ -225,7 +225,8 @@ def render_readme(entries: Sequence[RepositoryEntry]) -> str:
         "# models/ — the default model repository",
         "",
         "The service serves this directory by default (`make run`); the default model for "
-        "`/v1/classify` is `resnet20-relu-digits`. Layout: `<name>/<version>/model.onnx` with "
+        "`/v1/classify` is `resnet20-relu-digits` (`ACTLAB_DEFAULT_MODEL` chooses another). "
+        "Layout: `<name>/<version>/model.onnx` with "
         "`model.onnx.sha256` beside it; the model card (architecture, activation, labels, "
         "preprocessing, accuracy, the exact build command, versions) is inside each ONNX file's "
         "metadata.",

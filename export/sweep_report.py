@@ -58,7 +58,8 @@ def summarise(runs: Sequence[RunResult], latency: dict[str, float] | None = None
         by_activation.setdefault(run.activation, []).append(run)
     result = []
     for name, group in by_activation.items():
-        trained = [r for r in group if r.status == "ok" and r.val_accuracy]
+        # A run whose training finished counts for accuracy even if its export then failed.
+        trained = [r for r in group if r.status in ("ok", "failed") and r.val_accuracy]
         timed = [r.latency_ms for r in group if r.latency_ms is not None]
         lat = latency.get(name, statistics.median(timed) if timed else None)
         params = max(r.parameters for r in group)
@@ -85,6 +86,7 @@ def summarise(runs: Sequence[RunResult], latency: dict[str, float] | None = None
                 len(reached),
                 params,
                 lat,
+                "; ".join(f"seed {r.seed}: {r.message}" for r in group if r.status == "failed"),
             )
         )
     return result
@@ -279,9 +281,9 @@ def render_markdown(
         "",
         f"![latency per activation]({LATENCY_PLOT})",
     ]
-    problems = [s for s in summaries if s.status != "ok"]
+    problems = [s for s in summaries if s.message]
     if problems:
-        lines += ["", "## Not trained", ""]
+        lines += ["", "## Not trained or not exported", ""]
         lines += [f"- **{s.activation}** ({s.status}): {s.message}" for s in problems]
     if discussion.strip():
         lines += ["", "## Discussion", "", discussion.strip()]

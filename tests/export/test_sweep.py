@@ -213,6 +213,21 @@ def test_predictions_fail_when_the_numbers_say_so() -> None:
     assert "relu is #6 of 6" in held["ReLU"].evidence
 
 
+def test_a_run_whose_export_failed_still_counts_for_accuracy() -> None:
+    runs = [
+        RunResult("gaussian", 0, "failed", [0.2, 0.4], 1.0, 100, None, "export failed: parity"),
+        _run("gaussian", 1, [0.3, 0.6], None),
+    ]
+    (summary,) = summarise(runs)
+    assert summary.status == "ok" and summary.seeds == 2
+    assert summary.accuracy_mean == pytest.approx(0.5)
+    assert summary.latency_ms is None
+    assert summary.message == "seed 0: export failed: parity"
+    text = render_markdown(SweepConfig(), [summary], "cmd")
+    assert "- **gaussian** (ok): seed 0: export failed: parity" in text
+    assert "| gaussian | 50.00% ± 14.14% | 2 | never | 100 | — |" in text
+
+
 def test_latency_file_overrides_per_run_latency_and_table_orders_by_accuracy() -> None:
     runs = _synthetic(0.80, [0.2, 0.5, 0.92], 0.92)
     summaries = summarise(runs, {"relu": 0.5})
