@@ -134,6 +134,21 @@ def decode_results(
         data = photos[next(counter) % len(photos)]
         return Image.open(io.BytesIO(data)).convert("RGB")
 
+    def scaled_decode(scale: int) -> Callable[[], object]:
+        def call() -> object:
+            image = Image.open(io.BytesIO(photos[next(counter) % len(photos)]))
+            image.draft("RGB", (image.width // scale, image.height // scale))
+            image.load()
+            return image
+
+        return call
+
+    scaled = [
+        measure(scaled_decode(s), key=f"decode-1/{s}", group="decode",
+                label=f"JPEG decode only at 1/{s} scale (DCT scaling), {mp:.1f} MP", runs=runs)
+        for s in (2, 4, 8)
+    ]  # fmt: skip
+
     return [
         measure(service_path, key="decode-service", group="decode",
                 label=f"service decode + preprocess, {mp:.1f} MP", runs=runs),
@@ -141,6 +156,7 @@ def decode_results(
                 label=f"naive full decode + preprocess, {mp:.1f} MP", runs=runs),
         measure(naive_decode_only, key="decode-naive-only", group="decode",
                 label=f"naive full decode only (no resize), {mp:.1f} MP", runs=runs),
+        *scaled,
     ]  # fmt: skip
 
 
