@@ -51,7 +51,7 @@ AS_EXPORTED = {
     "leaky_relu": "LeakyRelu, fused into the Conv except after a residual Add",
     "gelu": "Gelu (opset 20); onnxruntime's Gelu kernel stays in NCHWc",
     "silu": "x·Sigmoid(x), fused by onnxruntime into QuickGelu (stays in NCHWc)",
-    "softsign": "x / (1 + |x|): Abs, Add, Div (vectorised kernels)",
+    "softsign": "x / (1 + abs(x)): Abs, Add, Div (vectorised kernels)",
     "tanh": "Tanh, fused into the Conv",
     "sigmoid": "Sigmoid, fused into the Conv",
     "hardsigmoid": "HardSigmoid, fused into the Conv",
@@ -62,9 +62,9 @@ AS_EXPORTED = {
 """How onnxruntime runs the activations the fast path leaves as torch exported them."""
 
 FAST_PATH = {
-    "softplus": "relu(x) + z·P(z²), z = sigmoid(−|x| − ln 2) = t/(2+t), t = e^−|x|: "
-    "log1p(t) = 2·atanh(z) as a cubic in z² (6e-8); Relu, Sigmoid, Mul, depthwise 1×1, "
-    "all in NCHWc (no Log)",
+    "softplus": "relu(x) + z·P(z²), z = sigmoid(−abs(x) − ln 2) = t/(2+t), t = exp(−abs(x)); "
+    "log1p(t) = 2·atanh(z), P quadratic (2.5e-6; cubic for β < 1): Relu, Sigmoid, Mul, "
+    "depthwise 1×1, all in NCHWc (no Log)",
     "mish": "x·p/(p+2), p = n(n+2), n = exp(min(x, 20)): Min, Exp, Add, Mul, Div",
     "elu": "relu(x) + depthwise-1×1(exp(min(x, 0))) (α·e − α, sum fused)",
     "selu": "relu(λx) + depthwise-1×1(exp(min(x, 0))) (λα·e − λα, sum fused)",
@@ -231,11 +231,12 @@ def render_markdown(report: dict) -> str:
         "|---|---:|---:|---:|---:|---:|---:|:---:|---|",
     ]
     for row in report["rows"]:
+        cell = row["formulation"].replace("|", "\\|")  # a bare | would split the cell
         lines.append(
             f"| {row['activation']} | {row['torch_ms']:.1f} | {row['torch_ratio']:.2f} | "
             f"{row['torch_cpu_ratio']:.2f} | {_fmt(row['fast_ms'], '.1f')} | "
             f"{_fmt(row['fast_ratio'], '.2f')} | {_fmt(row['fast_cpu_ratio'], '.2f')} | "
-            f"{'yes' if row['met'] else '**no**'} | {row['formulation']} |"
+            f"{'yes' if row['met'] else '**no**'} | {cell} |"
         )
     missed = [r for r in report["rows"] if not r["met"]]
     lines.append("")

@@ -103,10 +103,11 @@ Formulation = Callable[[_Builder, _Region, str, Mapping[str, ParamValue], int], 
 """(builder, region, pre-activation tensor, params, channels): adds nodes writing the site."""
 
 
-_LOG1P_COEFFS = (1.9999984689017896, 0.6668464109948855, 0.3943414605393509, 0.35024207837742755)
-"""log1p(t) = z·(a0 + a1·w + a2·w² + a3·w³) + O(6e-8), z = t / (2 + t) ∈ [0, 1/3], w = z².
-The series of 2·atanh(z) (log1p(t) = 2·atanh(z)), refitted for minimal maximum error on
-[0, 1/3] in float64 (Lawson-weighted least squares)."""
+LOG1P_QUADRATIC = (2.0000518692832507, 0.663032397110722, 0.4626630247681235)
+LOG1P_CUBIC = (1.999998469178099, 0.6668464015724378, 0.3943415298339101, 0.35024208893668146)
+"""log1p(t) = z·(a0 + a1·w + a2·w² [+ a3·w³]) with z = t / (2 + t) ∈ [0, 1/3], w = z²: the series
+of 2·atanh(z) (log1p(t) = 2·atanh(z)) refitted for the least maximum error on [0, 1/3] (float64,
+Lawson-weighted least squares): 2.5e-6 for the quadratic, 5.7e-8 for the cubic."""
 
 
 def _softplus_core(b: _Builder, x: str, beta: float) -> str:
@@ -120,9 +121,10 @@ def _softplus_nchwc(b: _Builder, r: _Region, x: str, beta: float, c: int) -> Non
     """relu(x) + log1p(e^(-beta·|x|)) / beta without Log, Exp or a layout change.
 
     z = t/(2+t) with t = e^(-beta·|x|) is exactly sigmoid(-beta·|x| - ln 2), and log1p(t) is a
-    cubic in z² times z (``_LOG1P_COEFFS``). -|x| = x - 2·relu(x) is a depthwise 1×1 Conv on
-    relu(x) with x fused in as a sum (onnxruntime also fuses the Sigmoid), the polynomial is
-    Estrin's scheme with Mul and depthwise 1×1 Convs, so every op stays in NCHWc.
+    polynomial in z² times z (``LOG1P_QUADRATIC`` for beta ≥ 1, else ``LOG1P_CUBIC``: the error
+    is divided by beta). -|x| = x - 2·relu(x) is a depthwise 1×1 Conv on relu(x) with x fused
+    in as a sum (onnxruntime also fuses the Sigmoid); the polynomial uses Mul and depthwise 1×1
+    Convs with fused sums, so every op stays in NCHWc: 7 passes over the tensor for beta ≥ 1.
     """
     ones = np.ones(c, np.float32)
     positive = b.op("Relu", [x])
@@ -133,11 +135,18 @@ def _softplus_nchwc(b: _Builder, r: _Region, x: str, beta: float, c: int) -> Non
         neg_abs = b.op("Add", [b.channel_affine(positive, -2.0 * ones), x])
         pre = b.channel_affine(neg_abs, beta * ones, shift)
     z = b.op("Sigmoid", [pre])
-    a0, a1, a2, a3 = (coefficient / beta for coefficient in _LOG1P_COEFFS)
     w = b.op("Mul", [z, z])
-    high = b.channel_affine(w, a3 * ones, a2 * ones)
-    high_w2 = b.op("Mul", [b.op("Mul", [w, w]), high])
-    poly = b.op("Add", [b.channel_affine(w, a1 * ones, a0 * ones), high_w2])
+    w2 = b.op("Mul", [w, w])
+    if beta >= 1.0:
+        a0, a1, a2 = LOG1P_QUADRATIC
+        # a2·(w² + (a1/a2)·w + a0/a2): the outer a2/beta rides on the final sum-fused Conv.
+        monic = b.op("Add", [b.channel_affine(w, a1 / a2 * ones, a0 / a2 * ones), w2])
+        scaled = b.channel_affine(b.op("Mul", [z, monic]), a2 / beta * ones)
+        b.op("Add", [scaled, positive], out=r.site)
+        return
+    a0, a1, a2, a3 = (coefficient / beta for coefficient in LOG1P_CUBIC)
+    high = b.op("Mul", [w2, b.channel_affine(w, a3 * ones, a2 * ones)])
+    poly = b.op("Add", [b.channel_affine(w, a1 * ones, a0 * ones), high])
     b.op("Add", [positive, b.op("Mul", [z, poly])], out=r.site)
 
 

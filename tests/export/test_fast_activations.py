@@ -273,7 +273,7 @@ def test_activation_tax_report_judges_the_worse_ratio_and_says_by_how_much() -> 
 
     rows = [
         Row("relu", "Relu", 40.0, 1.0, 1.0, None, None, None),
-        Row("mish", "fast", 100.0, 2.5, 2.6, 46.0, 1.15, 1.2),
+        Row("mish", "x·tanh(softplus(x)), |x| < 20", 100.0, 2.5, 2.6, 46.0, 1.15, 1.2),
         Row("softplus", "fast", 110.0, 2.7, 2.8, 50.0, 1.25, 1.43),
     ]
     report = {
@@ -290,6 +290,7 @@ def test_activation_tax_report_judges_the_worse_ratio_and_says_by_how_much() -> 
     text = render_markdown(report)
     lines = {line.split(" | ")[0]: line for line in text.splitlines() if line.startswith("| ")}
     assert lines["| mish"].split(" | ")[7] == "yes"
+    assert lines["| mish"].endswith(" | x·tanh(softplus(x)), \\|x\\| < 20 |")  # escaped pipes
     assert lines["| softplus"].split(" | ")[7] == "**no**"
     assert "Missed: softplus 1.43× (+10% over the 1.3× target)." in text
     assert "int8 16.0 ms: **2.50× faster**" in text
