@@ -244,5 +244,12 @@ def test_readme_examples_run_against_the_default_models(tmp_path: Path) -> None:
                 assert best["probability"] > 0.99
                 checked += 1
         assert checked == 2  # multipart and raw body
+        for block in code_blocks(text, "python"):
+            local = block.replace("http://127.0.0.1:8000", f"http://127.0.0.1:{port}")
+            result = subprocess.run(
+                [sys.executable, "-c", local], cwd=tmp_path, capture_output=True, text=True,
+                timeout=60,
+            )  # fmt: skip
+            assert result.returncode == 0, f"{block}\n{result.stderr[-2000:]}"
     finally:
         stop_process(process)
