@@ -11,7 +11,6 @@ from deploy_helpers import (
     NGINX_RULES,
     Directive,
     find_directives,
-    find_nginx,
     nginx_seconds,
     nginx_size_bytes,
     parse_nginx,
@@ -19,6 +18,7 @@ from deploy_helpers import (
     render_local_lb_config,
     uvicorn_args_from_dockerfile,
 )
+from nginx_fixtures import require_nginx
 
 from service.settings import Settings
 
@@ -113,9 +113,7 @@ def test_api_listens_where_the_upstream_points() -> None:
 
 
 def test_rendered_local_config_is_valid_nginx(tmp_path: Path) -> None:
-    nginx = find_nginx()
-    if nginx is None:
-        pytest.skip("nginx is not installed (apt-get install nginx)")
+    nginx = require_nginx()
     conf = render_local_lb_config(tmp_path, [18001, 18002, 18003], 18080)
     result = subprocess.run(
         [nginx, "-t", "-p", str(tmp_path), "-e", str(tmp_path / "error.log"), "-c", str(conf)],
