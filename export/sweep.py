@@ -239,12 +239,11 @@ def _start(out: Path, config: SweepConfig) -> None:
     out.mkdir(parents=True, exist_ok=True)
     recipe = _recipe(dataclasses.asdict(config))
     path = out / CONFIG_FILE
-    if path.is_file():
-        if _recipe(json.loads(path.read_text())) != recipe:
-            raise ExportError(
-                f"{out} holds a sweep with a different recipe ({path.name}); "
-                "choose another --out directory"
-            )
+    if path.is_file() and _recipe(json.loads(path.read_text())) != recipe:
+        raise ExportError(
+            f"{out} holds a sweep with a different recipe ({path.name}); "
+            "choose another --out directory"
+        )
     _write_atomic(path, json.dumps(dataclasses.asdict(config), indent=2) + "\n")
 
 
@@ -290,11 +289,53 @@ def run_sweep(
             f"{time.perf_counter() - started:.0f}s{failure}"
         )
     if exported:
-        latency = remeasure_latency(exported, data.dataset.input_size, config.latency_runs)
-        path = out / LATENCY_FILE
-        merged = json.loads(path.read_text()) if path.is_file() else {}
-        merged.update({name: round(ms, 5) for name, ms in latency.items()})
-        _write_atomic(path, json.dumps(merged, indent=2, sort_keys=True) + "\n")
+        _record_latency(
+            out, remeasure_latency(exported, data.dataset.input_size, config.latency_runs)
+        )
+    return load_runs(out)
+
+
+def _record_latency(out: Path, latency: dict[str, float]) -> None:
+    path = out / LATENCY_FILE
+    merged = json.loads(path.read_text()) if path.is_file() else {}
+    merged.update({name: round(ms, 5) for name, ms in latency.items()})
+    _write_atomic(path, json.dumps(merged, indent=2, sort_keys=True) + "\n")
+
+
+def retime_sweep(
+    config: SweepConfig, out: Path, *, log: Callable[[str], None] | None = None
+) -> list[RunResult]:
+    """Re-export every activation of an existing sweep and measure its latency again.
+
+    Latency depends on the graph, not on the weights, so each activation is rebuilt untrained
+    (seed 0) and exported through the current exporter (checked, parity included); use this after
+    the exporter's ONNX formulations change. Training results are kept as they are.
+    """
+    config.validate()
+    say = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    if not (out / CONFIG_FILE).is_file():
+        raise ExportError(f"{out} holds no sweep to re-time (no {CONFIG_FILE}); run it first")
+    _start(out, config)
+    torch.set_num_threads(config.threads)
+    data = prepare_data(config)
+    exported: dict[str, bytes] = {}
+    for activation in config.activations:
+        model = build_resnet(
+            config.arch,
+            activation,
+            num_classes=len(data.dataset.labels),
+            width=config.width,
+            seed=0,
+        ).eval()
+        parity = [data.norm(data.val[0][:64]), data.norm(data.val[0][64:65])]
+        try:
+            graph = export_verified(model, data.dataset.input_size, parity)
+        except ExportError as exc:
+            say(f"{activation}: export failed, latency not measured: {exc}")
+            continue
+        exported[activation] = graph.proto.SerializeToString()
+    _record_latency(out, remeasure_latency(exported, data.dataset.input_size, config.latency_runs))
+    say(f"re-timed {len(exported)} activations")
     return load_runs(out)
 
 

@@ -13,7 +13,7 @@ import torch
 
 from export.commands.build import positive_int
 from export.resnet import ARCHITECTURES
-from export.sweep import SweepConfig, resolve_activations, run_sweep, selected
+from export.sweep import SweepConfig, resolve_activations, retime_sweep, run_sweep, selected
 from export.sweep_report import write_report
 
 
@@ -39,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
         latency_runs=args.latency_runs,
         threads=args.threads,
     )
-    runs = selected(run_sweep(config, args.out), config)
+    sweep = retime_sweep if args.retime else run_sweep
+    runs = selected(sweep(config, args.out), config)
     command = shlex.join(["python", "-m", "export", *getattr(args, "argv", sys.argv[1:])])
     summaries = write_report(args.out, config, runs, command, environment())
     trained = sum(1 for s in summaries if s.status == "ok")
@@ -109,5 +110,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=Path,
         default=Path("reports/sweep"),
         help="report directory (created; an existing sweep there is resumed)",
+    )
+    parser.add_argument(
+        "--retime",
+        action="store_true",
+        help="do not train: re-export every activation of the existing sweep in --out with the "
+        "current exporter and measure its latency again (latency depends on the graph, not the "
+        "weights), then rewrite the report",
     )
     parser.set_defaults(func=run)

@@ -127,6 +127,28 @@ def test_rerunning_resumes_without_training_again(
     assert "3 activations" in capsys.readouterr().out
 
 
+def test_retime_measures_latency_again_without_training(
+    sweep_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runs_before = (sweep_dir / "runs.jsonl").read_text()
+    latency_file = sweep_dir / "latency.json"
+    latency_file.write_text(json.dumps({name: 123.0 for name in ACTIVATIONS}))
+    assert main([*TINY_SWEEP, "--out", str(sweep_dir), "--retime"]) == 0
+    assert (sweep_dir / "runs.jsonl").read_text() == runs_before
+    latency = json.loads(latency_file.read_text())
+    assert set(latency) == set(ACTIVATIONS)
+    assert all(0.0 < ms < 123.0 for ms in latency.values())
+    rows = _table_rows((sweep_dir / "README.md").read_text())
+    assert rows["relu"][5] == f"{latency['relu']:.4f}"
+    assert "re-timed 3 activations" in capsys.readouterr().err
+
+
+def test_retime_needs_an_existing_sweep(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*TINY_SWEEP, "--out", str(tmp_path / "none"), "--retime"]) == 1
+    assert "holds no sweep to re-time" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()
+
+
 def test_a_different_recipe_in_the_same_directory_is_refused(
     sweep_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
