@@ -41,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
     )
     sweep = retime_sweep if args.retime else run_sweep
     runs = selected(sweep(config, args.out), config)
-    command = shlex.join(["python", "-m", "export", *getattr(args, "argv", sys.argv[1:])])
+    argv = [a for a in getattr(args, "argv", sys.argv[1:]) if a != "--retime"]
+    command = shlex.join(["python", "-m", "export", *argv])
     summaries = write_report(args.out, config, runs, command, environment())
     trained = sum(1 for s in summaries if s.status == "ok")
     print(
@@ -56,9 +57,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "sweep",
         help="train and export every activation with one recipe over several seeds; write a report",
-        description="Train, export (checked: onnx.checker + parity) and time one model per "
-        "activation and seed with the same recipe, then write a report directory: README.md "
-        "(val accuracy mean ± std, epochs to 90 %%, parameters, onnxruntime latency per image, "
+        description="Train one model per activation and seed with the same recipe; export the "
+        "first seed's model of each activation (checked: onnx.checker + parity) and time it in "
+        "onnxruntime; then write a report directory: README.md "
+        "(val accuracy mean ± std, epochs to 90 %, parameters, onnxruntime latency per image, "
         "the theory's predictions checked), accuracy_per_epoch.png and latency.png. Runs are "
         "saved as they finish (runs.jsonl): re-running the same command resumes.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
