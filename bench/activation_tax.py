@@ -224,7 +224,8 @@ def render_markdown(report: dict) -> str:
         f"runs (median of per-round ratios); `cpu ×` = single-thread CPU-time ratio "
         f"(insensitive to other load); ≤ 1.3× judges the larger of the two. "
         f"Command: `{report['command']}`, {report['date']}, "
-        f"load average at start {report['machine']['load_average']}.",
+        f"load average at start {report['machine']['load_average']}: absolute milliseconds "
+        "include whatever else the machine runs; the ratios are the result.",
         "",
         "| activation | torch ops: ms | × ReLU | cpu × | fast path: ms | × ReLU | cpu × | "
         "≤ 1.3× | formulation onnxruntime runs |",
