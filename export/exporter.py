@@ -132,7 +132,7 @@ def export_onnx(
     )
     # Fast path (export/onnx_rewrite.py): swap slow activation subgraphs (Softplus, Mish, ELU
     # family, PReLU, step) for exact formulations onnxruntime runs fast; the site tensors keep
-    # their names, and check_onnx/check_parity below run on the rewritten graph.
+    # their names, and check_onnx/check_parity (export/pipeline.py) see the rewritten graph.
     activation = getattr(model, "activation", None)
     if activation is not None and fast_activations:
         try:
