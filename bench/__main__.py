@@ -1,4 +1,8 @@
-"""``python -m bench`` (the full suite, ≈10 min) or ``python -m bench --smoke`` (CI, seconds).
+"""``python -m bench`` (the full suite) or ``python -m bench --smoke`` (CI, seconds).
+
+The full suite takes ≈ 4 minutes on a quiet 2-core machine once its models are cached in
+bench/.cache/; the first run also builds them (ResNet-50 export + INT8, a resnet20 trained for
+the INT8 agreement), which adds several minutes.
 
 The full run writes BENCHMARKS.md at the repository root, bench/results/benchmarks.png and
 bench/results/benchmarks.json; ``--out DIR`` writes all three into DIR instead (the smoke run
