@@ -23,7 +23,7 @@ from bench.config import CACHE_DIR, Profile
 from bench.int8 import quantize_model
 from service.modelcard import MODEL_FILENAME
 
-AGREEMENT_RECIPE = 1
+AGREEMENT_RECIPE = 2  # 2: INT8 through export.quantize (the product's recipe)
 
 
 @dataclass(frozen=True)
@@ -96,8 +96,7 @@ def _train_and_quantize(profile: Profile, root: Path, log: Callable[[str], None]
     train_x = norm(train[0][:: max(1, len(train[1]) // profile.calibration_images)])
     calibration = train_x[: profile.calibration_images].numpy().astype(np.float32)
     validation = val_x.numpy().astype(np.float32)
-    agreement = quantize_model(published.path, published.card, root / "int8", calibration,
-                               validation)  # fmt: skip
+    agreement = quantize_model(published, root / "int8", calibration, validation)
     int8_path = root / "int8" / f"{published.name}-int8" / "1" / MODEL_FILENAME
     int8_accuracy = _accuracy(int8_path, validation, val[1].numpy())
     log(

@@ -122,8 +122,12 @@ def verify_model_file_for(path: Path) -> str:
 
 
 def test_the_set_stays_under_ten_megabytes() -> None:
-    total = sum(p.stat().st_size for p in MODELS_DIR.rglob("*") if p.is_file())
-    assert total <= defaults.SIZE_BUDGET_BYTES
+    """The default set (newest version of each model, what the service serves) fits 10 MB.
+
+    Older versions a local `make models` leaves behind are the user's history, not the set."""
+    newest_dirs = [_newest(name).parent for name in SHIPPED]
+    total = sum(p.stat().st_size for d in newest_dirs for p in d.iterdir() if p.is_file())
+    assert 0 < total <= defaults.SIZE_BUDGET_BYTES
 
 
 def test_models_readme_is_current() -> None:
