@@ -34,7 +34,10 @@ run: $(VENV)/.service-installed
 test: $(VENV)/.all-installed
 	$(BIN)/python -m pytest
 
+# The activation tax first (ResNet-50 per activation, its own interleaved run), then the suite,
+# which folds that table into BENCHMARKS.md with everything it measures itself.
 bench: $(VENV)/.all-installed
+	$(BIN)/python -m bench.activation_tax --int8
 	$(BIN)/python -m bench
 
 bench-smoke: $(VENV)/.all-installed

@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from conftest import make_settings, running_app
 from fastapi.testclient import TestClient
 from numpy.typing import NDArray
 from PIL import Image
@@ -33,18 +34,10 @@ ACTIVATION = {
 }
 
 
-def wait_ready(client: TestClient, seconds: float = 120.0) -> None:
-    deadline = time.monotonic() + seconds
-    while client.get("/health/ready").status_code != 200:
-        assert time.monotonic() < deadline, "the app did not become ready"
-        time.sleep(0.05)
-
-
 @pytest.fixture(scope="module")
 def client(model_repo: Path) -> Iterator[TestClient]:
-    app = create_app(Settings(models_dir=model_repo, intra_op_threads=1, warmup_runs=1))
-    with TestClient(app) as test_client:
-        wait_ready(test_client)
+    with running_app(make_settings(model_repo, intra_op_threads=1)) as test_client:
+        assert test_client.get("/health/ready").status_code == 200
         yield test_client
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,31 +19,22 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from conftest import make_settings, running_app
 from fastapi.testclient import TestClient
 from numpy.typing import NDArray
 from PIL import Image
 
-from service.app import create_app
 from service.modelcard import MODEL_FILENAME, ModelCard
-from service.settings import Settings
 
 MODELS = ["tiny-relu", "tiny-sigmoid", "tiny-tanh", "tiny-identity", "tiny-maxout"]
 BOUNDS = {"tiny-sigmoid": (0.0, 1.0), "tiny-tanh": (-1.0, 1.0)}
 SERVED_VERSION = {"tiny-relu": 2}  # the latest version; the others have only version 1
 
 
-def wait_ready(client: TestClient, seconds: float = 120.0) -> None:
-    deadline = time.monotonic() + seconds
-    while client.get("/health/ready").status_code != 200:
-        assert time.monotonic() < deadline, "the app did not become ready"
-        time.sleep(0.05)
-
-
 @pytest.fixture(scope="module")
 def client(model_repo: Path) -> Iterator[TestClient]:
-    app = create_app(Settings(models_dir=model_repo, intra_op_threads=1, warmup_runs=1))
-    with TestClient(app) as test_client:
-        wait_ready(test_client)
+    with running_app(make_settings(model_repo, intra_op_threads=1)) as test_client:
+        assert test_client.get("/health/ready").status_code == 200
         yield test_client
 
 
@@ -375,9 +365,8 @@ def test_model_without_sites_is_422_not_inspectable(model_repo: Path, tmp_path: 
     _republish_with_card(
         model_path(model_repo, "tiny-relu"), repo / "bare" / "1", name="bare", activation_sites=[]
     )
-    app = create_app(Settings(models_dir=repo, intra_op_threads=1, warmup_runs=0))
-    with TestClient(app) as client:
-        wait_ready(client)
+    with running_app(make_settings(repo, intra_op_threads=1)) as client:
+        assert client.get("/health/ready").status_code == 200
         response = client.post(
             "/v1/models/bare/activations",
             content=png_bytes(noise_pixels()),
