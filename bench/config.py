@@ -80,8 +80,8 @@ FULL = Profile(
     val_per_class=40,
     calibration_images=64,
     agreement_arch="resnet20",
-    agreement_per_class=250,
-    agreement_epochs=8,
+    agreement_per_class=500,  # 4000 images: enough training for real margins
+    agreement_epochs=30,  # (8 epochs on 2000 gave 78 % accuracy, 98.3 % agreement)
 )
 
 SMOKE = Profile(

@@ -64,3 +64,14 @@ def test_missed_targets_are_explained_with_their_margin() -> None:
         in text
     )
     assert "INT8" not in text
+
+
+def test_only_the_load_before_the_suite_marks_a_run_noisy() -> None:
+    from bench.report import is_noisy
+
+    # 2 CPUs: other work at the start (≥ 1.0) is noise; a quiet start is not, whatever the
+    # suite's own servers push the load to by the end.
+    assert is_noisy(1.2, 2)
+    assert is_noisy(1.0, 2)
+    assert not is_noisy(0.27, 2)
+    assert not is_noisy(0.0, 2)
