@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
+from PIL import Image
 
 from service.errors import DeadlineExceeded
 from service.imaging import (
@@ -100,24 +101,36 @@ class Classification:
         }
 
 
-def classify_images(
-    model: ModelRuntime,
+def decode_images(
     images: Sequence[bytes],
     limits: DecodeLimits,
     *,
+    min_size: tuple[int, int] | None,
     deadline: Deadline | None = None,
-) -> Classification:
-    """Decode and preprocess every image into one batch and run it; errors are ServiceErrors."""
-    started = time.perf_counter()
-    card = model.card
-    height, width = card.input_size
-    min_size = draft_size(card)
+) -> list[Image.Image]:
+    """Decode every image (reduced-scale JPEG decode down to ``min_size``); ServiceErrors."""
     decoded = []
     for data in images:
         decoded.append(decode_image(data, limits, min_size=min_size))
         if deadline is not None:
             deadline.check()
-    decoded_at = time.perf_counter()
+    return decoded
+
+
+def classify_decoded(
+    model: ModelRuntime,
+    decoded: Sequence[Image.Image],
+    *,
+    decode_ms: float,
+    deadline: Deadline | None = None,
+) -> Classification:
+    """Preprocess already decoded images into one batch for ``model`` and run it.
+
+    The images are not modified, so one decode can serve several models (``/v1/compare``);
+    ``decode_ms`` is what decoding them cost, reported in the timings."""
+    started = time.perf_counter()
+    card = model.card
+    height, width = card.input_size
     batch = np.empty((len(decoded), 3, height, width), dtype=np.float32)
     table = normalisation_table(card)
     for slot, image in enumerate(decoded):
@@ -128,9 +141,23 @@ def classify_images(
     logits, probabilities = model.run(batch, deadline.run_options if deadline else None)
     finished = time.perf_counter()
     timings = Timings(
-        decode_ms=(decoded_at - started) * 1e3,
-        preprocess_ms=(preprocessed_at - decoded_at) * 1e3,
+        decode_ms=decode_ms,
+        preprocess_ms=(preprocessed_at - started) * 1e3,
         inference_ms=(finished - preprocessed_at) * 1e3,
-        total_ms=(finished - started) * 1e3,
+        total_ms=decode_ms + (finished - started) * 1e3,
     )
     return Classification(model, logits, probabilities, timings)
+
+
+def classify_images(
+    model: ModelRuntime,
+    images: Sequence[bytes],
+    limits: DecodeLimits,
+    *,
+    deadline: Deadline | None = None,
+) -> Classification:
+    """Decode and preprocess every image into one batch and run it; errors are ServiceErrors."""
+    started = time.perf_counter()
+    decoded = decode_images(images, limits, min_size=draft_size(model.card), deadline=deadline)
+    decode_ms = (time.perf_counter() - started) * 1e3
+    return classify_decoded(model, decoded, decode_ms=decode_ms, deadline=deadline)

@@ -67,15 +67,23 @@ class Metrics:
         )
 
     def record_classify(
-        self, model: str, images: int, decode_s: float, preprocess_s: float, inference_s: float
+        self,
+        model: str,
+        images: int,
+        decode_s: float | None,
+        preprocess_s: float,
+        inference_s: float,
     ) -> None:
+        """One run of ``model``; ``decode_s`` None: the images' decode was recorded already
+        (``/v1/compare`` decodes once for every model)."""
         self.inferences.labels(model).inc()
         self.images.labels(model).inc(images)
         self.inference_seconds.labels(model).observe(inference_s)
-        self.classify_seconds.labels(model).observe(decode_s + preprocess_s + inference_s)
+        self.classify_seconds.labels(model).observe((decode_s or 0.0) + preprocess_s + inference_s)
         per_image = max(images, 1)
         for _ in range(images):
-            self.decode_seconds.observe(decode_s / per_image)
+            if decode_s is not None:
+                self.decode_seconds.observe(decode_s / per_image)
             self.preprocess_seconds.observe(preprocess_s / per_image)
 
 

@@ -9,11 +9,17 @@ from fastapi import APIRouter, Query, Request
 from pydantic import ValidationError
 
 from service.analysis_api import CompareEntry, CompareJSON, CompareResponse
-from service.classify import DEFAULT_TOP_K, Deadline, classify_images
+from service.classify import (
+    DEFAULT_TOP_K,
+    Classification,
+    Deadline,
+    classify_decoded,
+    decode_images,
+)
 from service.classify_request import ClassifyOptions, RawPayload, decode_payload, read_payload
 from service.deps import ExecutorDep, MetricsDep, RegistryDep, SettingsDep
 from service.errors import Unavailable, Unprocessable
-from service.imaging import DecodeLimits
+from service.imaging import DecodeLimits, draft_size
 from service.routes.analysis_docs import ERROR_RESPONSES, image_request_body
 from service.routes.classify import IncludeProbabilities, TopK
 
@@ -82,12 +88,18 @@ async def compare_models(
             raise Unavailable("no valid model is loaded", code="not_ready", retry_after=30)
         names = _model_names(models or [], body_models) or registry.names()
         runtimes = [registry.get(name) for name in names]
-        results = []
+        # One decode serves every model: at the largest size any of them needs (square sizes).
+        min_side = max(draft_size(runtime.card)[0] for runtime in runtimes)
+        decode_started = time.perf_counter()
+        decoded = decode_images([image], limits, min_size=(min_side, min_side), deadline=deadline)
+        decode_ms = (time.perf_counter() - decode_started) * 1e3
+        results: list[Classification] = []
         for runtime in runtimes:
-            result = classify_images(runtime, [image], limits, deadline=deadline)
+            result = classify_decoded(runtime, decoded, decode_ms=decode_ms, deadline=deadline)
             t = result.timings
+            decode_s = None if results else decode_ms / 1e3  # the shared decode, counted once
             metrics.record_classify(
-                runtime.name, 1, t.decode_ms / 1e3, t.preprocess_ms / 1e3, t.inference_ms / 1e3
+                runtime.name, 1, decode_s, t.preprocess_ms / 1e3, t.inference_ms / 1e3
             )
             results.append(result)
         k, with_probabilities = options.top_k or DEFAULT_TOP_K, bool(options.include_probabilities)

@@ -79,6 +79,12 @@ def inference_count(client: TestClient, model: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
+def histogram_count(client: TestClient, name: str) -> float:
+    text = client.get("/metrics").text
+    match = re.search(rf"^{name}_count (\S+)$", text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
 # --------------------------------------------------------------------------- results
 
 
@@ -271,3 +277,15 @@ def test_no_valid_model_is_503(tmp_path: Path) -> None:
         assert response.json() == {
             "error": {"code": "not_ready", "message": "no valid model is loaded"}
         }
+
+
+def test_one_decode_serves_every_model(client: TestClient) -> None:
+    """The image is decoded once for the whole comparison, preprocessed once per model."""
+    decodes = histogram_count(client, "actlab_decode_seconds")
+    preprocesses = histogram_count(client, "actlab_preprocess_seconds")
+    body = compare(client, png_bytes(pixels(3)))
+    assert len(body["results"]) == len(ALL_MODELS)
+    assert histogram_count(client, "actlab_decode_seconds") == decodes + 1
+    assert histogram_count(client, "actlab_preprocess_seconds") == preprocesses + len(ALL_MODELS)
+    shared = {r["timings_ms"]["decode"] for r in body["results"]}
+    assert len(shared) == 1  # every model reports the one decode it used
