@@ -21,6 +21,7 @@ class ServerConfig:
     intra_op_threads: int = 0  # 0 = the service's default (the CPU quota)
     batch_max_size: int = 1
     batch_max_wait_ms: float = 0.0
+    model: str = "fp32"  # "fp32" | "int8": which of the benchmark's model files it serves
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,11 @@ SERVICE_2W = ServerConfig(
     "service-2w1t", "service, 2 workers × 1 thread", "service", workers=2, intra_op_threads=1
 )
 NAIVE = ServerConfig("naive", "naive reference (d)", "naive")
+# The same two servers on the INT8 file: where inference is cheap, decode and HTTP cost more.
+SERVICE_INT8 = ServerConfig(
+    "service-int8", "service (defaults), INT8 model", "service", model="int8"
+)
+NAIVE_INT8 = ServerConfig("naive-int8", "naive reference (d), INT8 model", "naive", model="int8")
 
 FULL = Profile(
     name="full",
@@ -75,7 +81,15 @@ FULL = Profile(
     concurrencies=(1, 4, 16),
     requests_per_client=12,
     min_requests=100,
-    servers=(SERVICE, SERVICE_BATCH, SERVICE_BATCH_WAIT, SERVICE_2W, NAIVE),
+    servers=(
+        SERVICE,
+        SERVICE_BATCH,
+        SERVICE_BATCH_WAIT,
+        SERVICE_2W,
+        NAIVE,
+        SERVICE_INT8,
+        NAIVE_INT8,
+    ),
     probe_per_class=40,
     val_per_class=40,
     calibration_images=64,
@@ -97,7 +111,7 @@ SMOKE = Profile(
     concurrencies=(1, 2),
     requests_per_client=2,
     min_requests=3,
-    servers=(SERVICE, SERVICE_BATCH, NAIVE),
+    servers=(SERVICE, SERVICE_BATCH, NAIVE, SERVICE_INT8, NAIVE_INT8),
     probe_per_class=4,
     val_per_class=3,
     calibration_images=4,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -88,6 +89,45 @@ def session_results(
                     runs=max(3, runs // batch), batch=batch)
         )  # fmt: skip
     return results
+
+
+def parallel_session_result(path: Path, name: str, jpeg: bytes, runs: int, callers: int) -> Result:
+    """(a) the other way to fill the cores: ``callers`` threads each running batch 1 on a
+    single-intra-op-thread session (no synchronisation between threads inside one run)."""
+    runtime = load_runtime(path, name, Settings(intra_op_threads=1))
+    tensor = ready_tensor(runtime, jpeg, 1)
+    feeds = {INPUT_NAME: tensor}
+    per_caller = max(2, runs // callers)
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def caller() -> None:
+        mine = []
+        for _ in range(per_caller):
+            t0 = time.perf_counter()
+            runtime.session.run([LOGITS_NAME, PROBABILITIES_NAME], feeds)
+            mine.append(time.perf_counter() - t0)
+        with lock:
+            latencies.extend(mine)
+
+    for _ in range(2):
+        runtime.session.run([LOGITS_NAME, PROBABILITIES_NAME], feeds)
+    threads = [threading.Thread(target=caller) for _ in range(callers)]
+    with ResourceMonitor(os.getpid()) as monitor:
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        wall = time.perf_counter() - started
+    p50, p95, p99 = percentiles(latencies)
+    return Result(
+        key="a-parallel", group="a",
+        label=f"(a) session.run, batch 1, {callers} parallel callers × 1 intra-op thread",
+        requests=len(latencies), concurrency=callers, batch=1, p50_ms=p50, p95_ms=p95,
+        p99_ms=p99, throughput=len(latencies) / wall, cpu_percent=monitor.cpu_percent,
+        peak_rss_mb=monitor.peak_rss_mb,
+    )  # fmt: skip
 
 
 def pipeline_results(

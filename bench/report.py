@@ -20,7 +20,11 @@ GROUP_TITLES = {
     "e": "(e) PyTorch eager, same network and weights",
     "c": "(c) the service over HTTP (uvicorn, 127.0.0.1, separate process)",
     "d": "(d) the naive reference service over HTTP, same load",
+    "c8": "INT8 model over HTTP: the service (÷ (a) is against INT8 session.run at batch 1)",
+    "d8": "INT8 model over HTTP: the naive reference serving the same INT8 file, same load",
 }
+
+HTTP_GROUPS = ("c", "d", "c8", "d8")
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -46,7 +50,7 @@ def results_table(report: dict[str, Any], group: str) -> str:
     if not rows:
         return ""
     ratios = report["ratios"]
-    http = group in ("c", "d")
+    http = group in HTTP_GROUPS
     head = "| configuration | p50 ms | p95 ms | p99 ms | images/s | CPU % | peak RSS MB |"
     head += " p50 ÷ (a) | p50 ÷ (b) |"
     sep = "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
@@ -141,9 +145,9 @@ def write_chart(report: dict[str, Any], path: Path) -> None:
             right.plot(*zip(*points, strict=True), style, marker="o", label=server["label"])
     if "a-b1" in rows:
         right.axhline(max(r["throughput"] for r in report["results"] if r["group"] == "a"),
-                      color="grey", linestyle=":", label="(a) limit, best batch")  # fmt: skip
+                      color="grey", linestyle=":", label="(a) fp32 limit")  # fmt: skip
     right.set_xscale("log", base=2)
-    levels = sorted({r["concurrency"] for r in report["results"] if r["group"] in ("c", "d")})
+    levels = sorted({r["concurrency"] for r in report["results"] if r["group"] in HTTP_GROUPS})
     right.set_xticks(levels, [str(c) for c in levels])
     right.set_xlabel("concurrent clients")
     right.set_ylabel("images / s (higher is better)")
@@ -225,7 +229,7 @@ def render_markdown(report: dict[str, Any], markdown: Path, chart: Path, narrati
     ]  # fmt: skip
     if narrative:
         sections += [narrative, ""]
-    for group in ("a", "int8", "b", "decode", "e", "c", "d"):
+    for group in ("a", "int8", "b", "decode", "e", "c", "d", "c8", "d8"):
         table = results_table(report, group)
         if table:
             sections += [f"## {GROUP_TITLES[group]}", table, ""]

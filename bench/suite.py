@@ -48,6 +48,11 @@ def run_suite(profile: Profile, command: str, log: Log = print) -> dict[str, Any
     )  # fmt: skip
     results += a
     best = max(a, key=lambda r: r.throughput).batch
+    callers = machine["cpus_usable"]
+    if callers > 1:
+        results.append(inprocess.parallel_session_result(
+            models.fp32_path, models.name, photos[0], profile.inprocess_runs, callers,
+        ))  # fmt: skip
     log(f"in-process: best batch size {best}; (b) the service pipeline")
     results += inprocess.pipeline_results(runtime, photos, small, profile.inprocess_runs, photo_mp)
     results += inprocess.decode_results(runtime, photos, profile.inprocess_runs, photo_mp)
@@ -84,7 +89,13 @@ def run_suite(profile: Profile, command: str, log: Log = print) -> dict[str, Any
         for config in profile.servers:
             log(f"http: {config.label}")
             group = "d" if config.kind == "naive" else "c"
-            with start_server(config, models.fp32_repo, models.fp32_path) as server:
+            group += "8" if config.model == "int8" else ""
+            repo, path = (
+                (models.int8_repo, models.int8_path)
+                if config.model == "int8"
+                else (models.fp32_repo, models.fp32_path)
+            )
+            with start_server(config, repo, path) as server:
                 cold_starts[config.key] = server.cold_start_s
                 levels = [(c, photo_bodies, "photo") for c in profile.concurrencies]
                 if config.key in ("service", "naive"):
@@ -130,14 +141,17 @@ def run_suite(profile: Profile, command: str, log: Log = print) -> dict[str, Any
 def ratios(results: list[Result]) -> dict[str, dict[str, float | None]]:
     """Per row: p50 ÷ (a) batch 1, p50 ÷ (b) at the photo size, and vs (d) at the same load."""
     by_key = {r.key: r for r in results}
-    limit = by_key.get("a-b1")
-    pipeline = by_key.get("b-photo")
     out: dict[str, dict[str, float | None]] = {}
     for r in results:
+        int8 = r.group in ("c8", "d8")
+        # INT8 servers compare with the INT8 limit and the naive reference on the INT8 file;
+        # there is no in-process INT8 pipeline row, so their ÷ (b) stays empty.
+        limit = by_key.get("int8-b1" if int8 else "a-b1")
+        pipeline = None if int8 else by_key.get("b-photo")
         naive = None
-        if r.group in ("c", "d"):
+        if r.group in ("c", "d", "c8", "d8"):
             kind = r.key.split("-")[-2]
-            naive = by_key.get(f"naive-{kind}-c{r.concurrency}")
+            naive = by_key.get(f"naive{'-int8' if int8 else ''}-{kind}-c{r.concurrency}")
         out[r.key] = {
             "p50_vs_a": r.p50_ms / limit.p50_ms if limit else None,
             "p50_vs_b": r.p50_ms / pipeline.p50_ms if pipeline else None,

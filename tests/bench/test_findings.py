@@ -75,3 +75,75 @@ def test_only_the_load_before_the_suite_marks_a_run_noisy() -> None:
     assert is_noisy(1.0, 2)
     assert not is_noisy(0.27, 2)
     assert not is_noisy(0.0, 2)
+
+
+INT8_SERVERS = [
+    {"key": "service-int8", "label": "service (defaults), INT8 model", "kind": "service",
+     "workers": 1, "intra_op_threads": 0, "batch_max_size": 1, "model": "int8"},
+    {"key": "naive-int8", "label": "naive reference (d), INT8 model", "kind": "naive",
+     "workers": 1, "intra_op_threads": 0, "batch_max_size": 1, "model": "int8"},
+]  # fmt: skip
+
+
+def _with_int8(report: dict[str, Any]) -> dict[str, Any]:
+    report["servers"] = SERVERS + INT8_SERVERS
+    report["results"] += [
+        {**_row("service-int8-photo-c1", 1, 20.0, 45.0), "group": "c8"},
+        {**_row("service-int8-photo-c16", 16, 300.0, 60.0), "group": "c8"},
+        {**_row("naive-int8-photo-c1", 1, 33.0, 30.0), "group": "d8"},
+        {**_row("naive-int8-photo-c16", 16, 500.0, 31.0), "group": "d8"},
+    ]
+    return report
+
+
+def test_int8_servers_stay_out_of_the_fp32_batching_and_thread_tables() -> None:
+    report = _with_int8(_report(50.0, 25.0))
+    assert "INT8" not in batching_verdict(report)
+    threads = threads_verdict(report)
+    assert "INT8" not in threads and threads.count("| 1 × 2 |") == 1
+
+
+def test_the_int8_finding_pairs_each_level_with_the_naive_reference_on_int8() -> None:
+    from bench.findings import int8_http_finding
+
+    text = int8_http_finding(_with_int8(_report(50.0, 25.0)))
+    assert "| 1 | 20.0 | 33.0 | 45.0 | 30.0 | 1.50 | 40.0 | 66.0 |" in text
+    assert "| 16 | 300.0 | 500.0 | 60.0 | 31.0 | 1.94 | 600.0 | 1000.0 |" in text
+    assert "not measured" in int8_http_finding(_report(50.0, 25.0))
+
+
+def test_the_throughput_bound_uses_the_fastest_limit_row_and_measured_int8_numbers() -> None:
+    report = _with_int8(_report(50.0, 25.0))
+    report["targets"] = [
+        {"name": "service throughput ÷ naive (d) throughput at c=16", "value": 1.3, "limit": 1.5,
+         "met": False, "margin": 0.13},
+    ]  # fmt: skip
+    report["results"] += [
+        {"key": "a-b1", "group": "a", "concurrency": 1, "batch": 1, "throughput": 24.0,
+         "label": "(a) batch 1"},
+        {"key": "a-parallel", "group": "a", "concurrency": 2, "batch": 1, "throughput": 26.0,
+         "label": "(a) 2 parallel callers"},
+        {"key": "decode-service", "group": "decode", "p50_ms": 8.0},
+        {"key": "naive-photo-c16", "group": "d", "concurrency": 16, "throughput": 16.0,
+         "p99_ms": 900.0},
+    ]  # fmt: skip
+    text = missed_explanations(report)
+    # 2 cores: 2000 / (2000 / 26 + 8) = 23.55 images/s, 1.47× the naive 16.0
+    assert "at most 26.0 images/s" in text and "(a) 2 parallel callers" in text
+    assert "about 23.6 images/s = 1.47× the naive reference's 16.0" in text
+    assert "the service does 60.0 images/s against the naive reference's 31.0 (1.94×)" in text
+
+
+def test_the_int8_finding_compares_the_int8_and_fp32_advantage_at_the_top_level() -> None:
+    from bench.findings import int8_http_finding
+
+    report = _with_int8(_report(50.0, 25.0))
+    report["results"].append(
+        {**_row("naive-photo-c16", 16, 800.0, 20.0), "group": "d"},
+    )
+    text = int8_http_finding(report)
+    # INT8: 60 / 31 = 1.94; fp32: service 25.0 / naive 20.0 = 1.25
+    assert (
+        "At c=16 the service's throughput is 1.94× the naive reference's on the INT8 file, " in text
+    )
+    assert "against 1.25× on fp32." in text

@@ -18,7 +18,8 @@ from bench.stats import percentiles
 from bench.targets import evaluate_targets
 
 REPO = Path(__file__).resolve().parents[2]
-GROUPS = {"a", "b", "c", "d", "e", "int8", "decode"}
+GROUPS = {"a", "b", "c", "d", "c8", "d8", "e", "int8", "decode"}
+HTTP_GROUPS = ("c", "d", "c8", "d8")
 TARGET_NAMES = (
     "service p50 at c=1",
     "service throughput",
@@ -67,8 +68,15 @@ def test_every_measurement_group_is_present_with_sane_numbers(
             row = next(r for r in rows if r["key"] == f"{server.key}-photo-c{c}")
             expected = max(SMOKE.min_requests, SMOKE.requests_per_client * c)
             assert (row["concurrency"], row["requests"]) == (c, expected)
-            assert row["group"] == ("d" if server.kind == "naive" else "c")
+            group = ("d" if server.kind == "naive" else "c") + (
+                "8" if server.model == "int8" else ""
+            )
+            assert row["group"] == group
     assert report["best_batch"] in SMOKE.batch_sizes
+    # the limit also tries one single-thread session run by every core at once
+    parallel = next(r for r in rows if r["key"] == "a-parallel")
+    assert parallel["group"] == "a" and parallel["batch"] == 1
+    assert parallel["concurrency"] == report["machine"]["cpus_usable"] > 1
 
 
 def test_ratios_are_the_row_values_divided_by_the_references(
@@ -79,15 +87,22 @@ def test_ratios_are_the_row_values_divided_by_the_references(
     ratios = report["ratios"]
     assert set(ratios) == set(rows)
     a, b = rows["a-b1"]["p50_ms"], rows["b-photo"]["p50_ms"]
+    a8 = rows["int8-b1"]["p50_ms"]
     for key, r in rows.items():
+        if r["group"] in ("c8", "d8"):  # INT8 servers: against the INT8 limit; no INT8 (b) row
+            assert ratios[key]["p50_vs_a"] == pytest.approx(r["p50_ms"] / a8, rel=1e-12)
+            assert ratios[key]["p50_vs_b"] is None
+            continue
         assert ratios[key]["p50_vs_a"] == pytest.approx(r["p50_ms"] / a, rel=1e-12)
         assert ratios[key]["p50_vs_b"] == pytest.approx(r["p50_ms"] / b, rel=1e-12)
     assert ratios["a-b1"]["p50_vs_a"] == 1.0 and ratios["b-photo"]["p50_vs_b"] == 1.0
     for c in SMOKE.concurrencies:
-        svc, naive = rows[f"service-photo-c{c}"], rows[f"naive-photo-c{c}"]
-        q = ratios[f"service-photo-c{c}"]
-        assert q["throughput_vs_d"] == pytest.approx(svc["throughput"] / naive["throughput"])
-        assert q["p99_vs_d"] == pytest.approx(svc["p99_ms"] / naive["p99_ms"])
+        for server, naive_key in (("service", "naive"), ("service-int8", "naive-int8")):
+            svc, naive = rows[f"{server}-photo-c{c}"], rows[f"{naive_key}-photo-c{c}"]
+            q = ratios[f"{server}-photo-c{c}"]
+            assert q["throughput_vs_d"] == pytest.approx(svc["throughput"] / naive["throughput"])
+            assert q["p99_vs_d"] == pytest.approx(svc["p99_ms"] / naive["p99_ms"])
+            assert ratios[f"{naive_key}-photo-c{c}"]["throughput_vs_d"] == 1.0
     assert ratios["e-b1"]["p50_vs_d"] is None  # in-process rows have no HTTP counterpart
 
 
@@ -116,14 +131,15 @@ def test_targets_cold_start_and_model_facts_are_reported(
     assert models["torch_vs_onnxruntime_max_abs_logit_diff"] < 1e-3  # (e) is the same network
     machine = report["machine"]
     assert machine["cpus_usable"] >= 1 and machine["versions"]["onnxruntime"] != "not installed"
-    assert len(report["loadgen"]) == sum(1 for r in report["results"] if r["group"] in ("c", "d"))
+    assert len(report["loadgen"]) == sum(1 for r in report["results"] if r["group"] in HTTP_GROUPS)
 
 
 def test_markdown_and_chart_are_written(smoke: tuple[Path, dict[str, Any]]) -> None:
     out, report = smoke
     text = (out / "BENCHMARKS.md").read_text()
     for heading in ("## Machine", "## Targets (issue 6)", "## Findings", "## Cold start",
-                    "## Load generator overhead", "## Activation tax"):  # fmt: skip
+                    "## Load generator overhead", "## Activation tax",
+                    "### The service vs the naive reference on the INT8 model"):  # fmt: skip
         assert heading in text
     assert "`python -m bench --smoke`" in text and report["date"] in text
     for r in report["results"]:
