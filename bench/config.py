@@ -38,6 +38,8 @@ class Profile:
     concurrencies: tuple[int, ...]
     requests_per_client: int
     min_requests: int
+    interleaved_rounds: int  # the c=1 HTTP-vs-(b) ratio: rounds of back-to-back measurements
+    interleaved_requests: int  # requests per side per round
     servers: tuple[ServerConfig, ...]
     probe_per_class: int  # shapes images per class for BN statistics + the linear-probe head
     val_per_class: int  # shapes images per class for accuracy and INT8 agreement
@@ -81,6 +83,8 @@ FULL = Profile(
     concurrencies=(1, 4, 16),
     requests_per_client=12,
     min_requests=100,
+    interleaved_rounds=7,
+    interleaved_requests=20,
     servers=(
         SERVICE,
         SERVICE_BATCH,
@@ -111,6 +115,8 @@ SMOKE = Profile(
     concurrencies=(1, 2),
     requests_per_client=2,
     min_requests=3,
+    interleaved_rounds=2,
+    interleaved_requests=3,
     servers=(SERVICE, SERVICE_BATCH, NAIVE, SERVICE_INT8, NAIVE_INT8),
     probe_per_class=4,
     val_per_class=3,

@@ -41,10 +41,20 @@ def _version(package: str) -> str:
         return "not installed"
 
 
+def other_cpu_busy_percent(seconds: float = 3.0) -> float:
+    """How busy the CPUs are right now, in % of all of them, sampled over ``seconds``.
+
+    Taken before the suite starts, while this process sleeps, so it is other work. Unlike the
+    load average (a one-minute moving average) it does not still count work that just ended,
+    such as the activation-tax run ``make bench`` does first."""
+    return round(float(psutil.cpu_percent(interval=seconds)), 1)
+
+
 def describe_machine(load_only: bool = False) -> dict[str, Any]:
     load = [round(x, 2) for x in os.getloadavg()]
     if load_only:
         return {"load_average": load}
+    busy = other_cpu_busy_percent()
     model, flags = _cpuinfo()
     return {
         "cpu_model": model,
@@ -56,4 +66,5 @@ def describe_machine(load_only: bool = False) -> dict[str, Any]:
         "python": platform.python_version(),
         "versions": {p: _version(p) for p in PACKAGES},
         "load_average": load,
+        "other_cpu_busy_percent": busy,
     }

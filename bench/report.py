@@ -105,9 +105,12 @@ def machine_section(report: dict[str, Any]) -> str:
         f"({m['cpus_logical']} logical); flags: {', '.join(m['cpu_flags']) or 'none of interest'}",
         f"- memory: {m['memory_gib']} GiB; OS: {m['os']}; Python {m['python']}",
         f"- versions: {versions}",
-        f"- load average (1, 5, 15 min) at start {m['load_average']}, "
-        f"at end {report['machine_after']['load_average']} — anything above ~0.3 at start means "
-        "other work shared the CPUs and the numbers are noisy",
+        "- other work before the start: the CPUs were "
+        f"{_fmt(m.get('other_cpu_busy_percent'), 0)} % busy over the 3 s before the suite "
+        f"ran (≥ {NOISY_BUSY_PERCENT:.0f} % means the numbers are noisy); load average "
+        "(1, 5, 15 min) at start "
+        f"{m['load_average']} (it lags: `make bench` runs the activation-tax benchmark just "
+        f"before), at end {report['machine_after']['load_average']} (the suite's own load)",
     ])  # fmt: skip
 
 
@@ -240,22 +243,35 @@ def render_markdown(report: dict[str, Any], markdown: Path, chart: Path, narrati
     return "\n".join(sections)
 
 
-def is_noisy(start_load: float, cpus: int) -> bool:
-    """Was other work running when the suite started? Only the start counts: the load at the
-    end is the suite's own (its servers and load generator keep every core busy)."""
+NOISY_BUSY_PERCENT = 20.0
+
+
+def is_noisy(start_load: float, cpus: int, busy_percent: float | None = None) -> bool:
+    """Was other work running when the suite started? Judged by how busy the CPUs were just
+    before it (``busy_percent``, of all CPUs) when measured; older reports only have the load
+    average, a lagging one-minute mean. Only the start counts: the load at the end is the
+    suite's own (its servers and load generator keep every core busy)."""
+    if busy_percent is not None:
+        return busy_percent >= NOISY_BUSY_PERCENT
     return start_load >= 0.5 * cpus
 
 
 def _noise_warning(report: dict[str, Any]) -> list[str]:
-    start = report["machine"]["load_average"][0]
-    cpus = report["machine"]["cpus_usable"]
-    if not is_noisy(start, cpus):
+    machine = report["machine"]
+    start = machine["load_average"][0]
+    cpus = machine["cpus_usable"]
+    busy = machine.get("other_cpu_busy_percent")
+    if not is_noisy(start, cpus, busy):
         return []
+    measured = (
+        f"the CPUs were {busy:.0f} % busy with other work in the seconds before it started"
+        if busy is not None
+        else f"1-minute load average {start} at the start, on {cpus} CPUs"
+    )
     return [
-        f"> **Warning: this run was not taken on a quiet machine** (1-minute load average "
-        f"{start} at the start, on {cpus} CPUs, before the suite itself ran). Other processes "
-        "took CPU, so absolute numbers are inflated and ratios between rows measured at "
-        "different moments are unreliable. Re-run `make bench` on an otherwise idle machine "
+        f"> **Warning: this run was not taken on a quiet machine** ({measured}). Other "
+        "processes took CPU, so absolute numbers are inflated and ratios between rows measured "
+        "at different moments are unreliable. Re-run `make bench` on an otherwise idle machine "
         "before drawing conclusions.",
         "",
     ]

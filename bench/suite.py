@@ -17,6 +17,7 @@ from bench import inprocess
 from bench.agreement import trained_agreement
 from bench.config import BENCH_DIR, Profile
 from bench.images import SMALL_SIZE, photo_jpegs
+from bench.interleaved import InterleavedC1, interleaved_c1
 from bench.load import http_result, write_bodies
 from bench.machine import describe_machine
 from bench.models import load_validation, prepare_models
@@ -78,10 +79,11 @@ def run_suite(profile: Profile, command: str, log: Log = print) -> dict[str, Any
     torch_diff = inprocess.torch_parity(
         models.weights_path, profile.arch, num_classes, runtime, val[:4]
     )
-    del runtime, runtime8
+    del runtime8
     gc.collect()
 
     cold_starts: dict[str, float] = {}
+    interleaved: InterleavedC1 | None = None
     loadgen: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         photo_bodies = write_bodies(photos, Path(tmp) / "photo")
@@ -110,6 +112,14 @@ def run_suite(profile: Profile, command: str, log: Log = print) -> dict[str, Any
                     )  # fmt: skip
                     results.append(result)
                     loadgen.append(cost.__dict__)
+                if config.key == "service":
+                    log("http: the c=1 ratio to (b), interleaved rounds")
+                    interleaved = interleaved_c1(
+                        server, runtime, photos, photo_bodies,
+                        rounds=profile.interleaved_rounds, requests=profile.interleaved_requests,
+                    )  # fmt: skip
+    del runtime
+    gc.collect()
 
     trained = trained_agreement(profile, log)  # last: a first run trains it (cached after)
     tax = _activation_tax()
@@ -130,6 +140,7 @@ def run_suite(profile: Profile, command: str, log: Log = print) -> dict[str, Any
         "loadgen": loadgen,
         "activation_tax": tax,
         "agreement": trained.__dict__,
+        "interleaved_c1": interleaved.as_json() if interleaved else None,
         "servers": [c.__dict__ for c in profile.servers],
     }  # fmt: skip
     report["ratios"] = ratios(results)

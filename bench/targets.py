@@ -11,6 +11,10 @@ def _row(report: dict[str, Any], key: str) -> dict[str, Any] | None:
     return next((r for r in report["results"] if r["key"] == key), None)
 
 
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}×"
+
+
 def _target(name: str, value: float | None, limit: float, *, at_most: bool, unit: str,
             detail: str) -> dict[str, Any]:  # fmt: skip
     if value is None:
@@ -26,10 +30,21 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     """``margin`` > 0 means missed by that fraction of the limit."""
     targets = []
     svc1, b = _row(report, "service-photo-c1"), _row(report, "b-photo")
+    rows_ratio = svc1["p50_ms"] / b["p50_ms"] if svc1 and b else None
+    interleaved = report.get("interleaved_c1")
+    if interleaved:
+        c1_ratio: float | None = interleaved["ratio"]
+        c1_detail = (
+            f"the HTTP layer adds at most 10 %; median of {interleaved['rounds']} interleaved "
+            f"rounds of {interleaved['requests_per_round']} requests (per-round ratios "
+            f"{min(interleaved['ratios']):.3f}–{max(interleaved['ratios']):.3f}); the two rows "
+            f"below, taken a minute apart, give {_fmt(rows_ratio)}"
+        )
+    else:
+        c1_ratio, c1_detail = rows_ratio, "the HTTP layer adds at most 10 %"
     targets.append(_target(
-        "service p50 at c=1 ÷ (b) in-process pipeline p50",
-        svc1["p50_ms"] / b["p50_ms"] if svc1 and b else None, 1.10, at_most=True, unit="×",
-        detail="the HTTP layer adds at most 10 %",
+        "service p50 at c=1 ÷ (b) in-process pipeline p50", c1_ratio, 1.10, at_most=True,
+        unit="×", detail=c1_detail,
     ))  # fmt: skip
     top = max(c for c in (r["concurrency"] for r in report["results"] if r["group"] == "c"))
     svc16, naive16 = _row(report, f"service-photo-c{top}"), _row(report, f"naive-photo-c{top}")

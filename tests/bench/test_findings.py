@@ -147,3 +147,13 @@ def test_the_int8_finding_compares_the_int8_and_fp32_advantage_at_the_top_level(
         "At c=16 the service's throughput is 1.94× the naive reference's on the INT8 file, " in text
     )
     assert "against 1.25× on fp32." in text
+
+
+def test_cpu_busy_before_the_start_decides_noise_when_it_was_measured() -> None:
+    from bench.report import is_noisy
+
+    # the load average lags (the activation-tax run just before leaves it at ~1.5 for a
+    # minute); the CPU busy share sampled before the start is what counts when present
+    assert not is_noisy(1.5, 2, busy_percent=2.0)
+    assert is_noisy(0.1, 2, busy_percent=35.0)
+    assert is_noisy(1.5, 2, busy_percent=None)

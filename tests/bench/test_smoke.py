@@ -169,3 +169,21 @@ def test_multipart_bodies_carry_the_image_bytes_unchanged() -> None:
     head, rest = body.split(b"\r\n\r\n", 1)
     assert b'name="file"' in head and b"Content-Type: image/jpeg" in head
     assert rest.endswith(b"--\r\n") and rest[: len(image)] == image
+
+
+def test_the_c1_target_is_the_median_of_interleaved_rounds(
+    smoke: tuple[Path, dict[str, Any]],
+) -> None:
+    from statistics import median
+
+    _, report = smoke
+    rounds = report["interleaved_c1"]
+    assert rounds["rounds"] == SMOKE.interleaved_rounds
+    assert len(rounds["http_p50_ms"]) == len(rounds["pipeline_p50_ms"]) == SMOKE.interleaved_rounds
+    ratios = [h / b for h, b in zip(rounds["http_p50_ms"], rounds["pipeline_p50_ms"], strict=True)]
+    assert rounds["ratio"] == pytest.approx(median(ratios))
+    target = next(t for t in report["targets"] if t["name"].startswith("service p50 at c=1"))
+    assert target["value"] == pytest.approx(median(ratios))
+    assert f"median of {SMOKE.interleaved_rounds} interleaved rounds" in target["detail"]
+    busy = report["machine"]["other_cpu_busy_percent"]
+    assert 0.0 <= busy <= 100.0
