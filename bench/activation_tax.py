@@ -8,14 +8,7 @@ run, in interleaved rounds (every model once per round, in a shuffled order); ea
 median latency is divided by ReLU's in the same round, and the table reports medians over
 rounds, so load from other processes shifts numerator and denominator alike.
 
-Sessions are built with the service's own options (service.runtime.session_options). The main
-pass lets intra-op threads spin during a run and stop when it ends (onnxruntime's default
-behaviour within a run; ``ACTLAB_INTRA_OP_SPINNING=true``), so an idle session's threads never
-spin into the next model's measurement. A second wall-clock pass uses the service's default
-(threads sleep between operators: ``no spin ×``), which adds a thread wake-up per parallel
-operator and so weighs on activations that onnxruntime runs as several element-wise operators.
-
-A CPU-time pass runs single-threaded sessions and times each run in thread CPU time: the work
+A second pass runs single-threaded sessions and times each run in thread CPU time: the work
 itself, insensitive to being descheduled on a shared machine (``cpu ×``).
 
 ``--int8`` also measures the relu ResNet-50 against its static INT8 QDQ variant
@@ -47,7 +40,6 @@ import onnxruntime as ort
 from bench.machine import describe_machine
 from service.activations import NETWORK_ACTIVATIONS
 from service.modelcard import INPUT_NAME, LOGITS_NAME
-from service.runtime import session_options
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 TARGET_RATIO = 1.3
@@ -92,12 +84,6 @@ class Row:
     fast_ms: float | None
     fast_ratio: float | None
     fast_cpu_ratio: float | None
-    torch_nospin_ratio: float | None = None
-    fast_nospin_ratio: float | None = None
-
-    @property
-    def final_nospin_ratio(self) -> float | None:
-        return self.torch_nospin_ratio if self.fast_ratio is None else self.fast_nospin_ratio
 
     @property
     def final_ratio(self) -> float:
@@ -142,9 +128,12 @@ def export_resnet50(activation: str, fast: bool, cache: Path) -> Path:
     return path
 
 
-def make_session(path: Path, threads: int, spinning: bool = True) -> ort.InferenceSession:
-    """A session with the service's options (``threads`` > 0 intra-op threads)."""
-    options = session_options(threads, 1, spinning=spinning)
+def make_session(path: Path, threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
@@ -160,10 +149,9 @@ def interleaved(
     reps: int,
     clock: Clock,
     log: Callable[[str], None],
-    spinning: bool = True,
 ) -> dict[str, tuple[float, float]]:
     """key -> (median ms, median ratio to ``baseline``) over interleaved rounds."""
-    sessions = {key: make_session(path, threads, spinning) for key, path in paths.items()}
+    sessions = {key: make_session(path, threads) for key, path in paths.items()}
     x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
     for session in sessions.values():
         for _ in range(2):
@@ -232,28 +220,23 @@ def render_markdown(report: dict) -> str:
         "### Activation tax: ResNet-50 latency per activation, relative to ReLU",
         "",
         f"fp32, 224×224, batch 1, onnxruntime {report['machine']['versions']['onnxruntime']}, "
-        f"{cfg['threads']} intra-op threads, the service's session options. `× ReLU`: wall "
-        f"clock with intra-op threads spinning during a run ({cfg['rounds']} interleaved "
-        f"rounds × {cfg['reps']} runs, median of per-round ratios; `ACTLAB_INTRA_OP_SPINNING="
-        "true`). `no spin ×`: the same with the service's default, threads sleeping between "
-        "operators (chosen for throughput under concurrent load, see Findings). `cpu ×`: "
-        "single-thread CPU-time ratio (insensitive to other load). ≤ 1.3× judges the larger of "
-        f"`× ReLU` and `cpu ×`. Command: `{report['command']}`, {report['date']}, load "
-        f"average at start {report['machine']['load_average']}: absolute milliseconds include "
-        "whatever else the machine runs; the ratios are the result.",
+        f"{cfg['threads']} intra-op threads, {cfg['rounds']} interleaved rounds × {cfg['reps']} "
+        f"runs (median of per-round ratios); `cpu ×` = single-thread CPU-time ratio "
+        f"(insensitive to other load); ≤ 1.3× judges the larger of the two. "
+        f"Command: `{report['command']}`, {report['date']}, "
+        f"load average at start {report['machine']['load_average']}: absolute milliseconds "
+        "include whatever else the machine runs; the ratios are the result.",
         "",
-        "| activation | torch ops: ms | × ReLU | no spin × | cpu × | fast path: ms | × ReLU | "
-        "no spin × | cpu × | ≤ 1.3× | formulation onnxruntime runs |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|:---:|---|",
+        "| activation | torch ops: ms | × ReLU | cpu × | fast path: ms | × ReLU | cpu × | "
+        "≤ 1.3× | formulation onnxruntime runs |",
+        "|---|---:|---:|---:|---:|---:|---:|:---:|---|",
     ]
     for row in report["rows"]:
         cell = row["formulation"].replace("|", "\\|")  # a bare | would split the cell
         lines.append(
             f"| {row['activation']} | {row['torch_ms']:.1f} | {row['torch_ratio']:.2f} | "
-            f"{_fmt(row.get('torch_nospin_ratio'), '.2f')} | "
             f"{row['torch_cpu_ratio']:.2f} | {_fmt(row['fast_ms'], '.1f')} | "
-            f"{_fmt(row['fast_ratio'], '.2f')} | {_fmt(row.get('fast_nospin_ratio'), '.2f')} | "
-            f"{_fmt(row['fast_cpu_ratio'], '.2f')} | "
+            f"{_fmt(row['fast_ratio'], '.2f')} | {_fmt(row['fast_cpu_ratio'], '.2f')} | "
             f"{'yes' if row['met'] else '**no**'} | {cell} |"
         )
     missed = [r for r in report["rows"] if not r["met"]]
@@ -270,16 +253,6 @@ def render_markdown(report: dict) -> str:
         )
     else:
         lines.append("Every activation (maxout excepted) is within 1.3× of ReLU.")
-    over = [
-        r for r in report["rows"]
-        if r.get("final_nospin_ratio") is not None and r["final_nospin_ratio"] > TARGET_RATIO
-    ]  # fmt: skip
-    if over:
-        lines.append(
-            "With the service's default (no spinning) these exceed 1.3×: "
-            + ", ".join(f"{r['activation']} {r['final_nospin_ratio']:.2f}×" for r in over)
-            + ". A deployment serving them latency-first sets `ACTLAB_INTRA_OP_SPINNING=true`."
-        )
     if report.get("int8"):
         q = report["int8"]
         lines += [
@@ -304,9 +277,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--cpu-rounds", type=int, default=3, help="0 skips the CPU-time pass")
-    parser.add_argument(
-        "--nospin-rounds", type=int, default=5, help="0 skips the no-spinning wall-clock pass"
-    )
     parser.add_argument("--activations", nargs="*", default=list(ACTIVATIONS))
     parser.add_argument("--int8", action="store_true", help="also measure fp32 vs INT8 QDQ")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
@@ -338,19 +308,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         clock=time.perf_counter,
         log=log,
     )
-    nospin: dict[str, tuple[float, float]] = {}
-    if args.nospin_rounds > 0:
-        log(f"wall clock, {args.threads} threads, no spinning (the service's default)")
-        nospin = interleaved(
-            paths,
-            "relu",
-            threads=args.threads,
-            rounds=args.nospin_rounds,
-            reps=args.reps,
-            clock=time.perf_counter,
-            log=log,
-            spinning=False,
-        )
     cpu: dict[str, tuple[float, float]] = {}
     if args.cpu_rounds > 0:
         log("thread CPU time, 1 thread")
@@ -376,8 +333,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 fast_ms=round(wall[f"{name}+fast"][0], 2) if fast else None,
                 fast_ratio=round(wall[f"{name}+fast"][1], 3) if fast else None,
                 fast_cpu_ratio=round(cpu[f"{name}+fast"][1], 3) if fast and cpu else None,
-                torch_nospin_ratio=round(nospin[name][1], 3) if nospin else None,
-                fast_nospin_ratio=round(nospin[f"{name}+fast"][1], 3) if fast and nospin else None,
             )
         )
     int8 = (
@@ -390,12 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "command": command.strip(),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine,
-        "settings": {
-            "threads": args.threads,
-            "rounds": args.rounds,
-            "reps": args.reps,
-            "nospin_rounds": args.nospin_rounds,
-        },
+        "settings": {"threads": args.threads, "rounds": args.rounds, "reps": args.reps},
         "target_ratio": TARGET_RATIO,
         "rows": [
             {
@@ -403,7 +353,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "final_ratio": r.final_ratio,
                 "final_cpu_ratio": r.final_cpu_ratio,
                 "worst_ratio": r.worst_ratio,
-                "final_nospin_ratio": r.final_nospin_ratio,
                 "met": r.worst_ratio <= TARGET_RATIO,
             }
             for r in rows

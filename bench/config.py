@@ -22,7 +22,6 @@ class ServerConfig:
     batch_max_size: int = 1
     batch_max_wait_ms: float = 0.0
     model: str = "fp32"  # "fp32" | "int8": which of the benchmark's model files it serves
-    spinning: bool = False  # ACTLAB_INTRA_OP_SPINNING
 
 
 @dataclass(frozen=True)
@@ -64,9 +63,6 @@ SERVICE_BATCH_WAIT = ServerConfig(
 SERVICE_2W = ServerConfig(
     "service-2w1t", "service, 2 workers × 1 thread", "service", workers=2, intra_op_threads=1
 )
-SERVICE_SPIN = ServerConfig(
-    "service-spin", "service, intra-op threads spinning during a run", "service", spinning=True
-)
 NAIVE = ServerConfig("naive", "naive reference (d)", "naive")
 # The same two servers on the INT8 file: where inference is cheap, decode and HTTP cost more.
 SERVICE_INT8 = ServerConfig(
@@ -94,7 +90,6 @@ FULL = Profile(
         SERVICE_BATCH,
         SERVICE_BATCH_WAIT,
         SERVICE_2W,
-        SERVICE_SPIN,
         NAIVE,
         SERVICE_INT8,
         NAIVE_INT8,

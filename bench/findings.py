@@ -133,11 +133,6 @@ def _batch_headroom(report: dict[str, Any]) -> str:
     )
 
 
-def _threads_label(server: dict[str, Any], threads: int) -> str:
-    spinning = ", spinning" if server.get("spinning") else ""
-    return f"{server['workers']} × {threads}{spinning}"
-
-
 def threads_verdict(report: dict[str, Any]) -> str:
     top = max(report["results"], key=lambda r: r["concurrency"])["concurrency"]
     rows = []
@@ -151,27 +146,25 @@ def threads_verdict(report: dict[str, Any]) -> str:
         if one and many:
             threads = server["intra_op_threads"] or report["machine"]["cpus_usable"]
             rows.append((server, threads, one, many))
-    lines = ["### Threads: onnxruntime intra-op threads × uvicorn workers, spinning"]
+    lines = ["### Threads: onnxruntime intra-op threads × uvicorn workers"]
     if len(rows) < 2:
         return "\n".join([*lines, "only one configuration measured in this profile"])
     lines += ["| workers × intra-op threads | p50 c=1 ms | images/s at c=" + str(top)
               + " | peak RSS MB at c=" + str(top) + " |", "|---|---:|---:|---:|"]  # fmt: skip
     for server, threads, one, many in rows:
         lines.append(
-            f"| {_threads_label(server, threads)} | {one['p50_ms']:.1f} | "
-            f"{many['throughput']:.1f} | {many['peak_rss_mb']:.0f} |"
+            f"| {server['workers']} × {threads} | {one['p50_ms']:.1f} | {many['throughput']:.1f} |"
+            f" {many['peak_rss_mb']:.0f} |"
         )
     default = rows[0]
     best_latency = min(rows, key=lambda r: r[2]["p50_ms"])
     best_throughput = max(rows, key=lambda r: r[3]["throughput"])
     lines.append(
-        f"\n**Verdict:** lowest p50 at c=1: {_threads_label(best_latency[0], best_latency[1])}; "
-        f"highest throughput at c={top}: "
-        f"{_threads_label(best_throughput[0], best_throughput[1])} "
+        f"\n**Verdict:** lowest p50 at c=1: {best_latency[0]['workers']} × {best_latency[1]}; "
+        f"highest throughput at c={top}: {best_throughput[0]['workers']} × {best_throughput[1]} "
         f"({best_throughput[3]['throughput'] / default[3]['throughput']:.2f}× the default). "
-        "The default stays 1 worker × intra-op threads = the CPU quota, not spinning, unless "
-        "another configuration wins on both (a second worker doubles memory; spinning "
-        "threads take CPU from concurrent requests' decoding)."
+        "The default stays 1 worker × intra-op threads = the CPU quota unless another "
+        "configuration wins on both (it would double memory for ≤ a few % here)."
     )
     return "\n".join(lines)
 

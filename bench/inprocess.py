@@ -62,7 +62,6 @@ def load_runtime(path: Path, name: str, settings: Settings | None = None) -> Mod
     runtime = ModelRuntime.load(
         path, name=name, version=1, digest="-",
         intra_op_threads=settings.intra_op_threads, inter_op_threads=settings.inter_op_threads,
-        spinning=settings.intra_op_spinning,
     )  # fmt: skip
     runtime.warm_up(settings.warmup_runs)
     return runtime

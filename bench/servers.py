@@ -66,7 +66,6 @@ def _environment(config: ServerConfig, models_dir: Path, model_path: Path) -> di
             "ACTLAB_MAX_CONCURRENCY": "32",
             "ACTLAB_BATCH_MAX_SIZE": str(config.batch_max_size),
             "ACTLAB_BATCH_MAX_WAIT_MS": str(config.batch_max_wait_ms),
-            "ACTLAB_INTRA_OP_SPINNING": "true" if config.spinning else "false",
             "BENCH_NAIVE_MODEL": str(model_path),
             "PYTHONPATH": str(REPO_ROOT),
         }

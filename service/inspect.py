@@ -166,17 +166,9 @@ class InspectionSession:
 class InspectionCache:
     """Inspection sessions by (name, version, digest), built once each, least recently used out."""
 
-    def __init__(
-        self,
-        intra_op_threads: int,
-        inter_op_threads: int,
-        capacity: int = 4,
-        *,
-        spinning: bool = False,
-    ) -> None:
+    def __init__(self, intra_op_threads: int, inter_op_threads: int, capacity: int = 4) -> None:
         self.intra_op_threads = intra_op_threads
         self.inter_op_threads = inter_op_threads
-        self.spinning = spinning
         self.capacity = capacity
         self._sessions: OrderedDict[tuple[str, int, str], InspectionSession] = OrderedDict()
         self._lock = threading.Lock()
@@ -198,9 +190,7 @@ class InspectionCache:
                 cached = self._sessions.get(key)
             if cached is not None:
                 return cached
-            options = session_options(
-                self.intra_op_threads, self.inter_op_threads, spinning=self.spinning
-            )
+            options = session_options(self.intra_op_threads, self.inter_op_threads)
             session = InspectionSession(runtime, options)
             with self._lock:
                 self._sessions[key] = session

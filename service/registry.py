@@ -138,7 +138,6 @@ class ModelRegistry:
             digest=digest,
             intra_op_threads=self.settings.intra_op_threads,
             inter_op_threads=self.settings.inter_op_threads,
-            spinning=self.settings.intra_op_spinning,
         )
         runtime.warm_up(self.settings.warmup_runs)
         runtime.enable_batching(self.settings.batch_max_size, self.settings.batch_max_wait_ms / 1e3)

@@ -59,24 +59,15 @@ def _cgroup_cpu_limit(root: Path) -> float | None:
         return None
 
 
-def session_options(
-    intra_op_threads: int, inter_op_threads: int, *, spinning: bool = False
-) -> ort.SessionOptions:
-    """Options shared by every serving session (built once per model, never per request).
-
-    ``spinning`` False (the default): idle intra-op threads sleep, so concurrent requests'
-    decoding gets the cores. True: they spin between the operators of a run and stop when the
-    run ends; that shortens each run (most for graphs of many small element-wise operators, such
-    as Mish and Softplus) but takes CPU from concurrent work (BENCHMARKS.md measures both).
-    """
+def session_options(intra_op_threads: int, inter_op_threads: int) -> ort.SessionOptions:
+    """Options shared by every serving session (built once per model, never per request)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads if intra_op_threads > 0 else cpu_quota()
     options.inter_op_num_threads = max(1, inter_op_threads)
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    if spinning:
-        options.add_session_config_entry("session.force_spinning_stop", "1")
+    # Several requests share few cores: spinning worker threads would steal CPU from each other.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
     return options
 
@@ -110,12 +101,11 @@ class ModelRuntime:
         digest: str,
         intra_op_threads: int = 0,
         inter_op_threads: int = 1,
-        spinning: bool = False,
     ) -> ModelRuntime:
         try:
             session = ort.InferenceSession(
                 str(path),
-                sess_options=session_options(intra_op_threads, inter_op_threads, spinning=spinning),
+                sess_options=session_options(intra_op_threads, inter_op_threads),
                 providers=["CPUExecutionProvider"],
             )
         except Exception as exc:  # onnxruntime raises several unrelated types for a bad file

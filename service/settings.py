@@ -74,12 +74,6 @@ class Settings(BaseSettings):
     inter_op_threads: int = Field(
         default=1, ge=1, le=64, description="onnxruntime inter-op threads per session."
     )
-    intra_op_spinning: bool = Field(
-        default=False,
-        description="Let onnxruntime's intra-op threads spin between operators during a run "
-        "(they stop when it ends): lower latency per request, most for Mish/Softplus/ELU "
-        "models, but less throughput under concurrent load (BENCHMARKS.md).",
-    )
     max_body_bytes: int = Field(
         default=20_000_000,
         ge=1,

@@ -23,11 +23,7 @@ async def get_inspection_cache(request: Request) -> InspectionCache:
     cache: InspectionCache | None = getattr(request.app.state, "inspection_cache", None)
     if cache is None:
         settings = request.app.state.settings
-        cache = InspectionCache(
-            settings.intra_op_threads,
-            settings.inter_op_threads,
-            spinning=settings.intra_op_spinning,
-        )
+        cache = InspectionCache(settings.intra_op_threads, settings.inter_op_threads)
         request.app.state.inspection_cache = cache
     return cache
 

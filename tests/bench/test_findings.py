@@ -157,19 +157,3 @@ def test_cpu_busy_before_the_start_decides_noise_when_it_was_measured() -> None:
     assert not is_noisy(1.5, 2, busy_percent=2.0)
     assert is_noisy(0.1, 2, busy_percent=35.0)
     assert is_noisy(1.5, 2, busy_percent=None)
-
-
-def test_the_spinning_configuration_is_labelled_in_the_thread_table() -> None:
-    report = _report(50.0, 25.0)
-    report["servers"] = [
-        *SERVERS,
-        {"key": "service-spin", "label": "service, spinning", "kind": "service", "workers": 1,
-         "intra_op_threads": 0, "batch_max_size": 1, "spinning": True},
-    ]  # fmt: skip
-    report["results"] += [
-        _row("service-spin-photo-c1", 1, 48.0, 21.0),
-        _row("service-spin-photo-c16", 16, 420.0, 24.0),
-    ]
-    text = threads_verdict(report)
-    assert "| 1 × 2, spinning | 48.0 | 24.0 | 300 |" in text
-    assert "lowest p50 at c=1: 1 × 2, spinning; highest throughput at c=16: 2 × 1" in text

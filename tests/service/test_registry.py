@@ -7,7 +7,6 @@ import logging
 import shutil
 import threading
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
@@ -160,21 +159,6 @@ def test_a_failed_reload_keeps_the_old_version(model_repo_copy: Path) -> None:
     assert report.removed == ["tiny-tanh"]
     with pytest.raises(NotFound):
         registry.get("tiny-tanh")
-
-
-def test_intra_op_spinning_is_off_unless_set_and_stops_with_the_run(model_repo: Path) -> None:
-    def entries(runtime: Any) -> tuple[str, str]:
-        options = runtime.session.get_session_options()
-        spin = options.get_session_config_entry("session.intra_op.allow_spinning")
-        try:
-            stop = options.get_session_config_entry("session.force_spinning_stop")
-        except Exception:  # onnxruntime raises when the entry was never set
-            stop = "unset"
-        return spin, stop
-
-    assert entries(registry_for(model_repo).get("tiny-relu")) == ("0", "unset")
-    spinning = registry_for(model_repo, intra_op_spinning=True).get("tiny-relu")
-    assert entries(spinning) == ("1", "1")
 
 
 def test_runtime_threads_and_probabilities(model_repo: Path) -> None:
