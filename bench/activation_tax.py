@@ -8,6 +8,14 @@ run, in interleaved rounds (every model once per round, in a shuffled order); ea
 median latency is divided by ReLU's in the same round, and the table reports medians over
 rounds, so load from other processes shifts numerator and denominator alike.
 
+Sessions are built with the service's own options (service.runtime.session_options), so the
+table is the tax the service pays: intra-op threads sleep between operators instead of
+spinning. onnxruntime's default (spinning) was measured too and is not used: on this VM it was
+bimodal, the same Mish model measuring 1.26× or 1.78× ReLU in consecutive identical runs,
+while without spinning the ratios repeat within a few hundredths. Sleeping threads cost a
+wake-up per parallel operator, which weighs on activations onnxruntime runs as several
+element-wise operators.
+
 A second pass runs single-threaded sessions and times each run in thread CPU time: the work
 itself, insensitive to being descheduled on a shared machine (``cpu ×``).
 
@@ -40,6 +48,7 @@ import onnxruntime as ort
 from bench.machine import describe_machine
 from service.activations import NETWORK_ACTIVATIONS
 from service.modelcard import INPUT_NAME, LOGITS_NAME
+from service.runtime import session_options
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 TARGET_RATIO = 1.3
@@ -129,11 +138,8 @@ def export_resnet50(activation: str, fast: bool, cache: Path) -> Path:
 
 
 def make_session(path: Path, threads: int) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
+    """A session with the service's options and ``threads`` (> 0) intra-op threads."""
+    options = session_options(threads, 1)
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
@@ -220,7 +226,8 @@ def render_markdown(report: dict) -> str:
         "### Activation tax: ResNet-50 latency per activation, relative to ReLU",
         "",
         f"fp32, 224×224, batch 1, onnxruntime {report['machine']['versions']['onnxruntime']}, "
-        f"{cfg['threads']} intra-op threads, {cfg['rounds']} interleaved rounds × {cfg['reps']} "
+        f"{cfg['threads']} intra-op threads with the service's session options (no spinning), "
+        f"{cfg['rounds']} interleaved rounds × {cfg['reps']} "
         f"runs (median of per-round ratios); `cpu ×` = single-thread CPU-time ratio "
         f"(insensitive to other load); ≤ 1.3× judges the larger of the two. "
         f"Command: `{report['command']}`, {report['date']}, "
