@@ -25,6 +25,7 @@ from starlette.responses import Response
 
 from service.auth import ApiKeyMiddleware
 from service.errors import ServiceError, install_error_handlers
+from service.inspect import InspectionCache
 from service.limits import BodyLimitExceeded, BodySizeLimitMiddleware
 from service.metrics import Metrics, MetricsMiddleware
 from service.registry import ModelRegistry
@@ -56,6 +57,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry = ModelRegistry(settings)
     app.state.metrics = Metrics()
     app.state.executor = None
+    app.state.inspection_cache = InspectionCache(
+        settings.intra_op_threads, settings.inter_op_threads
+    )
     for router in ROUTERS:
         app.include_router(router)
     install_error_handlers(app)
@@ -141,6 +145,12 @@ def _count_rejections(app: FastAPI, metrics: Metrics) -> None:
         app.exception_handlers[key] = wrap(handler)
 
 
+def _drop_stale_inspections(cache: InspectionCache, registry: ModelRegistry) -> None:
+    dropped = cache.retain(registry.live_keys())
+    if dropped:
+        log.info("dropped %d inspection session(s) of models no longer served", dropped)
+
+
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
@@ -149,6 +159,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.executor = InferenceExecutor(settings.max_concurrency, settings.inference_timeout_s)
     reloader = Reloader(registry, metrics)
     app.state.reloader = reloader
+    cache: InspectionCache = app.state.inspection_cache
+    reloader.after_reload.append(lambda: _drop_stale_inspections(cache, registry))
     loop = asyncio.get_running_loop()
     startup = loop.run_in_executor(None, reloader.startup)
     sighup = install_sighup(loop, reloader)

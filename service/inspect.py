@@ -18,6 +18,7 @@ import hashlib
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -176,6 +177,14 @@ class InspectionCache:
 
     def __len__(self) -> int:
         return len(self._sessions)
+
+    def retain(self, live: Collection[tuple[str, int, str]]) -> int:
+        """Drop the sessions of models no longer served (after a reload); how many went."""
+        with self._lock:
+            stale = [key for key in self._sessions if key not in live]
+            for key in stale:
+                del self._sessions[key]
+        return len(stale)
 
     def get(self, runtime: ModelRuntime) -> InspectionSession:
         key = (runtime.name, runtime.version, runtime.digest)

@@ -65,6 +65,13 @@ class ModelRegistry:
     def serving(self) -> Mapping[str, ModelRuntime]:
         return self._serving
 
+    def live_keys(self) -> set[tuple[str, int, str]]:
+        """(name, version, digest) of every runtime a request can reach now: the serving ones
+        and the pinned versions cached on demand."""
+        with self._extra_lock:
+            extra = list(self._extra.values())
+        return {(r.name, r.version, r.digest) for r in (*self._serving.values(), *extra)}
+
     def available_versions(self, name: str) -> tuple[int, ...]:
         return self._versions.get(name, ())
 

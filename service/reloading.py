@@ -2,7 +2,8 @@
 
 ``Reloader`` runs ``ModelRegistry.reload`` on one background thread; reload requests that arrive
 while a reload runs coalesce into one more pass. The registry swaps each new session in only
-after it is loaded and warm, so requests keep being served throughout.
+after it is loaded and warm, so requests keep being served throughout. After every pass the
+``after_reload`` callbacks run (the inspection cache drops sessions of models no longer served).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import logging
 import signal
 import threading
+from collections.abc import Callable
 
 from service.metrics import Metrics
 from service.registry import ModelRegistry
@@ -49,6 +51,7 @@ class Reloader:
         self._pending = False
         self._lock = threading.Lock()
         self._worker: threading.Thread | None = None
+        self.after_reload: list[Callable[[], None]] = []
 
     def startup(self) -> None:
         try:
@@ -94,3 +97,8 @@ class Reloader:
                 self.metrics.reloads.labels("error").inc()
                 log.exception("reload failed; the previous models keep serving")
             self.metrics.models_loaded.set(len(self.registry.names()))
+            for callback in self.after_reload:
+                try:
+                    callback()
+                except Exception:
+                    log.exception("a post-reload step failed; serving continues")

@@ -19,12 +19,8 @@ router = APIRouter(tags=["inspection"])
 
 
 async def get_inspection_cache(request: Request) -> InspectionCache:
-    """One cache per app, created on first use (async: runs on the loop, so no race)."""
-    cache: InspectionCache | None = getattr(request.app.state, "inspection_cache", None)
-    if cache is None:
-        settings = request.app.state.settings
-        cache = InspectionCache(settings.intra_op_threads, settings.inter_op_threads)
-        request.app.state.inspection_cache = cache
+    """The app's inspection cache (created with the app; the reloader prunes it)."""
+    cache: InspectionCache = request.app.state.inspection_cache
     return cache
 
 

@@ -59,3 +59,56 @@ def test_reload_requests_coalesce(model_repo: Path) -> None:
         assert time.monotonic() < deadline
         time.sleep(0.02)
     assert calls == 2
+
+
+def test_a_reload_drops_the_inspection_session_of_the_superseded_version(
+    model_repo_copy: Path, make_model: object
+) -> None:
+    with running_app(make_settings(model_repo_copy)) as client:
+        app = client.app
+        response = client.post(
+            "/v1/models/tiny-tanh/activations",
+            content=png(gradient_rgb()),
+            headers={"content-type": "image/png"},
+        )
+        assert (response.status_code, response.json()["version"]) == (200, 1)
+        cache = app.state.inspection_cache  # type: ignore[attr-defined]
+        old = app.state.registry.get("tiny-tanh")  # type: ignore[attr-defined]
+        assert len(cache) == 1
+        make_model(model_repo_copy, "tiny-tanh", "tanh", 2, seed=3)  # type: ignore[operator]
+        reloader = app.state.reloader  # type: ignore[attr-defined]
+        reloader.request_reload()
+        deadline = time.monotonic() + 60
+        while reloader._worker is not None:  # the pass, and its after-reload steps, are done
+            assert time.monotonic() < deadline, "the reload did not finish"
+            time.sleep(0.02)
+        assert app.state.registry.get("tiny-tanh").version == 2  # type: ignore[attr-defined]
+        assert len(cache) == 0  # version 1's inspection session is gone with it
+        assert old.version == 1
+        again = client.post(
+            "/v1/models/tiny-tanh/activations",
+            content=png(gradient_rgb()),
+            headers={"content-type": "image/png"},
+        )
+        assert (again.status_code, again.json()["version"]) == (200, 2)
+        assert len(cache) == 1
+
+
+def test_inspection_sessions_of_served_models_survive_a_reload(model_repo_copy: Path) -> None:
+    with running_app(make_settings(model_repo_copy)) as client:
+        app = client.app
+        for name in ("tiny-tanh", "tiny-relu"):
+            response = client.post(
+                f"/v1/models/{name}/activations",
+                content=png(gradient_rgb()),
+                headers={"content-type": "image/png"},
+            )
+            assert response.status_code == 200
+        cache = app.state.inspection_cache  # type: ignore[attr-defined]
+        reloader = app.state.reloader  # type: ignore[attr-defined]
+        reloader.request_reload()
+        deadline = time.monotonic() + 60
+        while reloader._worker is not None:
+            assert time.monotonic() < deadline, "the reload did not finish"
+            time.sleep(0.02)
+        assert len(cache) == 2
