@@ -157,3 +157,19 @@ def test_cpu_busy_before_the_start_decides_noise_when_it_was_measured() -> None:
     assert not is_noisy(1.5, 2, busy_percent=2.0)
     assert is_noisy(0.1, 2, busy_percent=35.0)
     assert is_noisy(1.5, 2, busy_percent=None)
+
+
+def test_a_missed_activation_tax_names_each_activation_with_wall_and_cpu_ratios() -> None:
+    report = {
+        "targets": [
+            {"name": "activation tax: slowest catalogue activation ÷ ReLU (ResNet-50)",
+             "value": 1.36, "limit": 1.3, "met": False, "margin": 0.046},
+        ],
+        "activation_tax": {"json": {"rows": [
+            {"activation": "relu", "final_ratio": 1.0, "final_cpu_ratio": 1.0, "met": True},
+            {"activation": "mish", "final_ratio": 1.36, "final_cpu_ratio": 1.21, "met": False},
+        ]}},
+    }  # fmt: skip
+    text = missed_explanations(report)
+    assert "Over the limit: mish 1.36× wall clock, 1.21× CPU time. " in text
+    assert "relu" not in text and "thread wake-up" in text
