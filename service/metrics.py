@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from service.classify import Timings
 
 _FAST = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _SLOW = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -64,6 +68,19 @@ class Metrics:
         self.models_loaded = Gauge("actlab_models_loaded", "Models being served.", registry=r)
         self.reloads = Counter(
             "actlab_reloads", "Repository reloads by outcome.", ["outcome"], registry=r
+        )
+
+    def record_timings(
+        self, model: str, images: int, timings: Timings, *, decode_recorded: bool = False
+    ) -> None:
+        """``record_classify`` from a classification's timings (ms); ``decode_recorded``: the
+        decode was shared with a run recorded before (``/v1/compare``)."""
+        self.record_classify(
+            model,
+            images,
+            None if decode_recorded else timings.decode_ms / 1e3,
+            timings.preprocess_ms / 1e3,
+            timings.inference_ms / 1e3,
         )
 
     def record_classify(

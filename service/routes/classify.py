@@ -118,10 +118,7 @@ async def classify_request(
         options = body_options.merged_over(query)
         model = registry.get(name if name is not None else registry.default_name(), options.version)
         result = classify_images(model, images, limits, deadline=deadline)
-        t = result.timings
-        metrics.record_classify(
-            model.name, len(images), t.decode_ms / 1e3, t.preprocess_ms / 1e3, t.inference_ms / 1e3
-        )
+        metrics.record_timings(model.name, len(images), result.timings)
         return result.as_json(
             top_k=options.top_k or DEFAULT_TOP_K,
             include_probabilities=bool(options.include_probabilities),

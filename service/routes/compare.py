@@ -96,11 +96,8 @@ async def compare_models(
         results: list[Classification] = []
         for runtime in runtimes:
             result = classify_decoded(runtime, decoded, decode_ms=decode_ms, deadline=deadline)
-            t = result.timings
-            decode_s = None if results else decode_ms / 1e3  # the shared decode, counted once
-            metrics.record_classify(
-                runtime.name, 1, decode_s, t.preprocess_ms / 1e3, t.inference_ms / 1e3
-            )
+            # the shared decode is counted once, with the first model
+            metrics.record_timings(runtime.name, 1, result.timings, decode_recorded=bool(results))
             results.append(result)
         k, with_probabilities = options.top_k or DEFAULT_TOP_K, bool(options.include_probabilities)
         entries = [

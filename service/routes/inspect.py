@@ -57,10 +57,7 @@ async def inspect_model(
         options = body_options.merged_over(query)
         model = registry.get(name, options.version)
         inspection = inspect_image(model, cache, images[0], limits, deadline=deadline)
-        t = inspection.classification.timings
-        metrics.record_classify(
-            model.name, 1, t.decode_ms / 1e3, t.preprocess_ms / 1e3, t.inference_ms / 1e3
-        )
+        metrics.record_timings(model.name, 1, inspection.classification.timings)
         return InspectionResponse.of(
             inspection,
             top_k=options.top_k or DEFAULT_TOP_K,
