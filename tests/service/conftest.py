@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from service.app import create_app
@@ -27,6 +29,21 @@ def running_app(settings: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         wait_until_started(client)
         yield client
+
+
+def app_held_at_startup(settings: Settings) -> tuple[FastAPI, threading.Event]:
+    """An app whose startup model loading waits until the returned event is set (≤ 30 s)."""
+    app = create_app(settings)
+    registry = app.state.registry
+    gate = threading.Event()
+    original = registry.load_startup_models
+
+    def held_startup() -> object:
+        gate.wait(30)
+        return original()
+
+    registry.load_startup_models = held_startup
+    return app, gate
 
 
 def make_settings(models_dir: Path, **overrides: Any) -> Settings:

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
-from conftest import make_settings, running_app
+from conftest import app_held_at_startup, make_settings, running_app
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from service_images import gradient_rgb, png
 
-from service.app import create_app
 from service.modelcard import ModelCard
 from service.repository import sha256_of
 
@@ -23,16 +21,8 @@ TINY = ["tiny-identity", "tiny-maxout", "tiny-relu", "tiny-sigmoid", "tiny-tanh"
 
 
 def test_ready_is_503_until_startup_models_are_warm(model_repo: Path) -> None:
-    app = create_app(make_settings(model_repo))
+    app, gate = app_held_at_startup(make_settings(model_repo))
     registry = app.state.registry
-    gate = threading.Event()
-    original = registry.load_startup_models
-
-    def held_startup() -> object:
-        gate.wait(30)
-        return original()
-
-    registry.load_startup_models = held_startup
     with TestClient(app) as client:
         assert client.get("/health/live").json() == {"status": "live"}
         loading = client.get("/health/ready")

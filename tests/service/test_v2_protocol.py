@@ -3,19 +3,16 @@ statistics (real counts and cumulative times), not-ready and unknown-model statu
 
 from __future__ import annotations
 
-import threading
 import time
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from conftest import make_settings, running_app
+from conftest import app_held_at_startup, make_settings, running_app
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from service_images import gradient_rgb, png
-
-from service.app import create_app
 
 TINY = ["tiny-identity", "tiny-maxout", "tiny-relu", "tiny-sigmoid", "tiny-tanh"]
 EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration", "statistics"]
@@ -261,16 +258,8 @@ def test_statistics_count_real_inferences_and_accumulate_time(model_repo: Path) 
 
 
 def test_not_ready_while_models_load(model_repo: Path) -> None:
-    app = create_app(make_settings(model_repo))
+    app, gate = app_held_at_startup(make_settings(model_repo))
     registry = app.state.registry
-    gate = threading.Event()
-    original = registry.load_startup_models
-
-    def held_startup() -> object:
-        gate.wait(30)
-        return original()
-
-    registry.load_startup_models = held_startup
     loading = {"error": "models are still loading; retry shortly"}
     with TestClient(app) as client:
         try:
