@@ -50,9 +50,9 @@ WHY_MISSED = {
         "ResNet-50's 49 activation sites (see the formulation column). With two intra-op "
         "threads that sleep between operators, as the service runs them, every parallel "
         "operator also pays a thread wake-up, which the wall clock counts and the "
-        "single-thread CPU time does not. Letting the threads spin removes that cost but was "
-        "bimodal on this VM (see the activation-tax section) and takes CPU from concurrent "
-        "requests, so the service does not spin."
+        "single-thread CPU time does not. Letting the threads spin removes that cost but gave "
+        "bimodal timings on this VM (the docstring of bench/activation_tax.py has the numbers) "
+        "and takes CPU from concurrent requests, so the service does not spin."
     ),
 }
 
@@ -201,23 +201,7 @@ def _throughput_ceiling(report: dict[str, Any]) -> str:
         "that bound). The naive reference is not far behind in throughput because its extra "
         "cost, a full-size decode, is small next to a ResNet-50 fp32 run; what the service wins "
         "at this load is latency (the p99 target and the p50 ÷ (d) column)."
-        + _int8_http_sentence(report, top)
-    )
-
-
-def _int8_http_sentence(report: dict[str, Any], top: int) -> str:
-    service, naive = (
-        _row(report, f"service-int8-photo-c{top}"),
-        _row(report, f"naive-int8-photo-c{top}"),
-    )
-    if not service or not naive:
-        return ""
-    return (
-        f" Where inference is cheaper the gap widens: serving the INT8 file, under the same "
-        f"load, the service does {service['throughput']:.1f} images/s against the naive "
-        f"reference's {naive['throughput']:.1f} "
-        f"({service['throughput'] / naive['throughput']:.2f}×), p99 {service['p99_ms']:.0f} "
-        f"against {naive['p99_ms']:.0f} ms."
+        + _int8_vs_fp32(report, top)
     )
 
 

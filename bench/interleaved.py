@@ -9,12 +9,13 @@ does the same), so drift that lasts longer than one round cancels out.
 
 from __future__ import annotations
 
-import time
+import itertools
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from statistics import median
 from typing import Any
 
+from bench.inprocess import measure
 from bench.load import run_loadgen
 from bench.servers import RunningServer
 from bench.stats import percentiles
@@ -51,12 +52,12 @@ def interleaved_c1(
     out = InterleavedC1(rounds=rounds, requests_per_round=requests)
     run_loadgen(server.classify_url, bodies, 1, 2, 0)  # warm the connection path
     for _ in range(rounds):
-        latencies = []
-        for i in range(requests):
-            started = time.perf_counter()
-            classify_images(runtime, [photos[i % len(photos)]], limits)
-            latencies.append(time.perf_counter() - started)
-        out.pipeline_p50_ms.append(percentiles(latencies)[0])
+        images = itertools.cycle(photos)  # the same order as the load generator's bodies
+        pipeline = measure(
+            lambda images=images: classify_images(runtime, [next(images)], limits),
+            key="b-interleaved", group="b", label="(b) interleaved", runs=requests, warmup=0,
+        )  # fmt: skip
+        out.pipeline_p50_ms.append(pipeline.p50_ms)
         http = run_loadgen(server.classify_url, bodies, 1, requests, 0)
         if len(http["latencies_s"]) != requests:
             raise RuntimeError(f"interleaved c=1: requests failed: {http['errors']}")

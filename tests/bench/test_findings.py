@@ -131,7 +131,9 @@ def test_the_throughput_bound_uses_the_fastest_limit_row_and_measured_int8_numbe
     # 2 cores: 2000 / (2000 / 26 + 8) = 23.55 images/s, 1.47× the naive 16.0
     assert "at most 26.0 images/s" in text and "(a) 2 parallel callers" in text
     assert "about 23.6 images/s = 1.47× the naive reference's 16.0" in text
-    assert "the service does 60.0 images/s against the naive reference's 31.0 (1.94×)" in text
+    # the INT8 comparison: service 60.0 / naive 31.0 = 1.94 against fp32 25.0 / 16.0 = 1.56
+    assert "the naive reference's on the INT8 file, against 1.56× on fp32." in text
+    assert "At c=16 the service's throughput is 1.94×" in text
 
 
 def test_the_int8_finding_compares_the_int8_and_fp32_advantage_at_the_top_level() -> None:
