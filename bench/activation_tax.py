@@ -29,6 +29,7 @@ fragment for BENCHMARKS.md). Exports are cached in the temp directory, never in 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -74,7 +75,7 @@ FAST_PATH = {
     "softplus": "relu(x) + z·P(z²), z = sigmoid(−abs(x) − ln 2) = t/(2+t), t = exp(−abs(x)); "
     "log1p(t) = 2·atanh(z), P quadratic (2.5e-6; cubic for β < 1): Relu, Sigmoid, Mul, "
     "depthwise 1×1, all in NCHWc (no Log)",
-    "mish": "x·p/(p+2), p = n(n+2), n = exp(min(x, 20)): Min, Exp, Add, Mul, Div",
+    "mish": "x − 2x/((1 + eˣ)² + 1): Exp, Add, Mul, Add, Div, depthwise 1×1 (sum fused)",
     "elu": "relu(x) + depthwise-1×1(exp(min(x, 0))) (α·e − α, sum fused)",
     "selu": "relu(λx) + depthwise-1×1(exp(min(x, 0))) (λα·e − λα, sum fused)",
     "celu": "relu(x) + depthwise-1×1(exp(min(x, 0)/α)) (α·e − α, sum fused)",
@@ -109,11 +110,22 @@ class Row:
         return self.final_ratio if math.isnan(cpu) else max(self.final_ratio, cpu)
 
 
+EXPORT_SOURCES = ("activations.py", "exporter.py", "onnx_rewrite.py", "resnet.py")
+"""The export modules an exported file depends on: editing one (a new fast formulation) must
+not let the benchmark time a stale cached export."""
+
+
 def _cache_dir() -> Path:
     import onnx
     import torch
 
-    tag = f"torch{torch.__version__}-onnx{onnx.__version__}-ort{ort.__version__}"
+    import export
+
+    sources = hashlib.sha256()
+    for name in EXPORT_SOURCES:
+        sources.update((Path(export.__file__).parent / name).read_bytes())
+    versions = f"torch{torch.__version__}-onnx{onnx.__version__}-ort{ort.__version__}"
+    tag = f"{versions}-src{sources.hexdigest()[:12]}"
     return Path(tempfile.gettempdir()) / "actlab-activation-tax" / tag
 
 
