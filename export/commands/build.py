@@ -1,8 +1,9 @@
 """``python -m export build``: train (or load) a ResNet, export it to ONNX and publish it.
 
 Other modules can extend the command without editing it: append a ``BuildExtension`` to
-``BUILD_EXTENSIONS`` (its ``add_arguments`` adds flags, its ``after_build`` runs once the fp32
-model is published, e.g. to publish an INT8 variant).
+``BUILD_EXTENSIONS`` (its ``add_arguments`` adds flags, its ``check`` validates them before
+anything is built, its ``after_build`` runs once the fp32 model is published, e.g. to publish an
+INT8 variant).
 """
 
 from __future__ import annotations
@@ -25,10 +26,17 @@ from export.weights import save_weights
 from service.activations import NETWORK_ACTIVATIONS, ParamValue
 
 
+def _no_check(args: argparse.Namespace, request: BuildRequest) -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class BuildExtension:
     add_arguments: Callable[[argparse.ArgumentParser], None]
     after_build: Callable[[argparse.Namespace, BuildResult], None]
+    check: Callable[[argparse.Namespace, BuildRequest], None] = _no_check
+    """Runs before anything is trained or written; raises an ExportError for flags that
+    ``after_build`` could not honour, so a build never publishes half of what was asked."""
 
 
 BUILD_EXTENSIONS: list[BuildExtension] = []
@@ -121,7 +129,10 @@ def run(args: argparse.Namespace) -> int:
             "--save-weights needs a .safetensors path in an existing folder, "
             f"got {args.save_weights}"
         )
-    result = build_model(request_from_args(args))
+    request = request_from_args(args)
+    for extension in BUILD_EXTENSIONS:
+        extension.check(args, request)
+    result = build_model(request)
     published = result.published
     accuracy = published.card.val_accuracy
     print(

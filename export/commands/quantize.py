@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from export.build import BuildResult
+from export.build import BuildRequest, BuildResult
 from export.commands.build import BUILD_EXTENSIONS, BuildExtension, positive_int
 from export.errors import ExportError
 from export.quantize import DEFAULT_CALIBRATION_IMAGES, quantize_build
@@ -48,6 +48,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def check(args: argparse.Namespace, request: BuildRequest) -> None:
+    if args.quantize != "int8":
+        return
+    if request.dataset is None:
+        raise ExportError(
+            "--quantize int8 needs training images to calibrate on and validation images to "
+            "measure agreement: give --dataset (digits, shapes or imagefolder:PATH); nothing "
+            "was built"
+        )
+
+
 def after_build(args: argparse.Namespace, result: BuildResult) -> None:
     if args.quantize != "int8":
         return
@@ -74,4 +85,4 @@ def after_build(args: argparse.Namespace, result: BuildResult) -> None:
     )
 
 
-BUILD_EXTENSIONS.append(BuildExtension(add_arguments, after_build))
+BUILD_EXTENSIONS.append(BuildExtension(add_arguments, after_build, check))

@@ -324,3 +324,18 @@ def test_build_help_explains_quantization(capsys: pytest.CaptureFixture[str]) ->
     for flag in ("--quantize", "--calibration-images", "--min-int8-agreement"):
         assert flag in text
     assert "per-channel int8 weights" in text
+
+
+def test_cli_refuses_quantize_without_a_dataset_before_building(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Without a dataset there is nothing to calibrate on: the refusal must come before the fp32
+    # model is trained or published, not after.
+    status = main(
+        ["build", "--dataset", "none", "--models-dir", str(tmp_path), "--quantize", "int8"]
+    )
+    assert status == 1
+    err = capsys.readouterr().err
+    assert "--quantize int8 needs training images" in err and "nothing was built" in err
+    assert "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
