@@ -40,6 +40,8 @@ class Profile:
     min_requests: int
     interleaved_rounds: int  # the c=1 HTTP-vs-(b) ratio: rounds of back-to-back measurements
     interleaved_requests: int  # requests per side per round
+    throughput_rounds: int  # the top-concurrency service ÷ naive throughput: interleaved rounds
+    throughput_requests: int  # requests per server per round
     servers: tuple[ServerConfig, ...]
     probe_per_class: int  # shapes images per class for BN statistics + the linear-probe head
     val_per_class: int  # shapes images per class for accuracy and INT8 agreement
@@ -85,6 +87,8 @@ FULL = Profile(
     min_requests=100,
     interleaved_rounds=7,
     interleaved_requests=20,
+    throughput_rounds=5,
+    throughput_requests=96,
     servers=(
         SERVICE,
         SERVICE_BATCH,
@@ -117,6 +121,8 @@ SMOKE = Profile(
     min_requests=3,
     interleaved_rounds=2,
     interleaved_requests=3,
+    throughput_rounds=2,
+    throughput_requests=4,
     servers=(SERVICE, SERVICE_BATCH, NAIVE, SERVICE_INT8, NAIVE_INT8),
     probe_per_class=4,
     val_per_class=3,

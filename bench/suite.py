@@ -17,7 +17,12 @@ from bench import inprocess
 from bench.agreement import trained_agreement
 from bench.config import BENCH_DIR, Profile
 from bench.images import SMALL_SIZE, photo_jpegs
-from bench.interleaved import InterleavedC1, interleaved_c1
+from bench.interleaved import (
+    InterleavedC1,
+    InterleavedThroughput,
+    interleaved_c1,
+    interleaved_throughput,
+)
 from bench.load import http_result, write_bodies
 from bench.machine import describe_machine
 from bench.models import load_validation, prepare_models
@@ -84,6 +89,7 @@ def run_suite(profile: Profile, command: str, log: Log = print) -> dict[str, Any
 
     cold_starts: dict[str, float] = {}
     interleaved: InterleavedC1 | None = None
+    throughput: InterleavedThroughput | None = None
     loadgen: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         photo_bodies = write_bodies(photos, Path(tmp) / "photo")
@@ -118,6 +124,8 @@ def run_suite(profile: Profile, command: str, log: Log = print) -> dict[str, Any
                         server, runtime, photos, photo_bodies,
                         rounds=profile.interleaved_rounds, requests=profile.interleaved_requests,
                     )  # fmt: skip
+        throughput = _interleaved_throughput(profile, models.fp32_repo, models.fp32_path,
+                                             photo_bodies, log)  # fmt: skip
     del runtime
     gc.collect()
 
@@ -141,12 +149,33 @@ def run_suite(profile: Profile, command: str, log: Log = print) -> dict[str, Any
         "activation_tax": tax,
         "agreement": trained.__dict__,
         "interleaved_c1": interleaved.as_json() if interleaved else None,
+        "interleaved_throughput": throughput.as_json() if throughput else None,
         "servers": [c.__dict__ for c in profile.servers],
     }  # fmt: skip
     report["ratios"] = ratios(results)
     report["targets"] = evaluate_targets(report)
     report["duration_s"] = round(time.perf_counter() - started, 1)
     return report
+
+
+def _interleaved_throughput(
+    profile: Profile, repo: Path, path: Path, bodies: Path, log: Log
+) -> InterleavedThroughput | None:
+    """The service (defaults) and the naive reference, both up, measured in alternating rounds
+    at the top concurrency, on the fp32 model and the photo JPEGs."""
+    configs = {config.key: config for config in profile.servers}
+    if "service" not in configs or "naive" not in configs:
+        return None
+    top = max(profile.concurrencies)
+    log(f"http: throughput at c={top}, service ÷ naive, interleaved rounds")
+    with (
+        start_server(configs["service"], repo, path) as service,
+        start_server(configs["naive"], repo, path) as naive,
+    ):
+        return interleaved_throughput(
+            service, naive, bodies, concurrency=top, rounds=profile.throughput_rounds,
+            requests=profile.throughput_requests,
+        )  # fmt: skip
 
 
 def ratios(results: list[Result]) -> dict[str, dict[str, float | None]]:

@@ -48,10 +48,21 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     ))  # fmt: skip
     top = max(c for c in (r["concurrency"] for r in report["results"] if r["group"] == "c"))
     svc16, naive16 = _row(report, f"service-photo-c{top}"), _row(report, f"naive-photo-c{top}")
+    rows_throughput = svc16["throughput"] / naive16["throughput"] if svc16 and naive16 else None
+    rounds = report.get("interleaved_throughput")
+    if rounds and rounds["concurrency"] == top:
+        throughput_ratio: float | None = rounds["ratio"]
+        throughput_detail = (
+            f"at least 1.5× the naive reference; median of {rounds['rounds']} interleaved "
+            f"rounds of {rounds['requests_per_round']} requests per server (per-round ratios "
+            f"{min(rounds['ratios']):.3f}–{max(rounds['ratios']):.3f}); the two c={top} rows "
+            f"below, taken minutes apart, give {_fmt(rows_throughput)}"
+        )
+    else:
+        throughput_ratio, throughput_detail = rows_throughput, "at least 1.5× the naive reference"
     targets.append(_target(
-        f"service throughput ÷ naive (d) throughput at c={top}",
-        svc16["throughput"] / naive16["throughput"] if svc16 and naive16 else None, 1.5,
-        at_most=False, unit="×", detail="at least 1.5× the naive reference",
+        f"service throughput ÷ naive (d) throughput at c={top}", throughput_ratio, 1.5,
+        at_most=False, unit="×", detail=throughput_detail,
     ))  # fmt: skip
     targets.append(_target(
         f"service p99 ÷ naive (d) p99 at c={top}",

@@ -136,6 +136,29 @@ def test_the_throughput_bound_uses_the_fastest_limit_row_and_measured_int8_numbe
     assert "At c=16 the service's throughput is 1.94×" in text
 
 
+def test_the_throughput_bound_quotes_the_interleaved_medians_when_they_were_measured() -> None:
+    report = _with_int8(_report(50.0, 25.0))
+    report["targets"] = [
+        {"name": "service throughput ÷ naive (d) throughput at c=16", "value": 1.3, "limit": 1.5,
+         "met": False, "margin": 0.13},
+    ]  # fmt: skip
+    report["results"] += [
+        {"key": "a-b1", "group": "a", "concurrency": 1, "batch": 1, "throughput": 26.0,
+         "label": "(a) batch 1"},
+        {"key": "decode-service", "group": "decode", "p50_ms": 8.0},
+        {"key": "naive-photo-c16", "group": "d", "concurrency": 16, "throughput": 16.0,
+         "p99_ms": 900.0},
+    ]  # fmt: skip
+    report["interleaved_throughput"] = {
+        "concurrency": 16, "service_images_per_s": [21.0, 22.0, 20.0],
+        "naive_images_per_s": [15.0, 14.0, 17.0],
+    }  # fmt: skip
+    text = missed_explanations(report)
+    # the bound is 23.55 images/s; against the naive median 15.0 that is 1.57×
+    assert "= 1.57× the naive reference's 15.0 (medians of the interleaved rounds)" in text
+    assert "The service reaches 21.0 (89 % of that bound)" in text
+
+
 def test_the_int8_finding_compares_the_int8_and_fp32_advantage_at_the_top_level() -> None:
     from bench.findings import int8_http_finding
 

@@ -189,3 +189,24 @@ def test_the_c1_target_is_the_median_of_interleaved_rounds(
     assert f"median of {SMOKE.interleaved_rounds} interleaved rounds" in target["detail"]
     busy = report["machine"]["other_cpu_busy_percent"]
     assert 0.0 <= busy <= 100.0
+
+
+def test_the_throughput_target_is_the_median_of_interleaved_rounds(
+    smoke: tuple[Path, dict[str, Any]],
+) -> None:
+    from statistics import median
+
+    _, report = smoke
+    rounds = report["interleaved_throughput"]
+    top = max(SMOKE.concurrencies)
+    assert rounds["rounds"] == SMOKE.throughput_rounds and rounds["concurrency"] == top
+    service, naive = rounds["service_images_per_s"], rounds["naive_images_per_s"]
+    assert len(service) == len(naive) == SMOKE.throughput_rounds
+    assert all(v > 0 for v in service + naive)
+    ratios = [s / n for s, n in zip(service, naive, strict=True)]
+    assert rounds["ratio"] == pytest.approx(median(ratios))
+    target = next(t for t in report["targets"] if t["name"].startswith("service throughput"))
+    assert target["name"].endswith(f"c={top}")
+    assert target["value"] == pytest.approx(median(ratios))
+    assert f"median of {SMOKE.throughput_rounds} interleaved rounds" in target["detail"]
+    assert f"the two c={top} rows" in target["detail"]
