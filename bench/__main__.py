@@ -1,6 +1,6 @@
 """``python -m bench`` (the full suite) or ``python -m bench --smoke`` (CI, seconds).
 
-The full suite takes ≈ 4 minutes on a quiet 2-core machine once its models are cached in
+The full suite takes ≈ 5½ minutes on a quiet 2-core machine once its models are cached in
 bench/.cache/; the first run also builds them (ResNet-50 export + INT8, a resnet20 trained for
 the INT8 agreement), which adds several minutes.
 
