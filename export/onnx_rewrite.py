@@ -36,6 +36,10 @@ from onnx import TensorProto, helper, numpy_helper
 from service.activations import ParamValue, get_network_activation
 
 SITE_PREFIX = "site:"
+FAST_PREFIX = "fast:"
+"""Names of the nodes a formulation adds start with this (``fast:<module path>/<op><n>``)…"""
+KEEP_FLOAT_PREFIX = "fast-float:"
+"""…or with this, for formulations in ``KEEP_FLOAT``: quantizers must leave those nodes in float."""
 
 _SELU_ALPHA = 1.6732632423543772848170429916717
 _SELU_SCALE = 1.0507009873554804934193349852946
@@ -69,13 +73,14 @@ class _Builder:
     """Collects the nodes and initializers of one replacement subgraph, with unique names."""
 
     site: str
+    prefix: str = FAST_PREFIX
     nodes: list[onnx.NodeProto] = field(default_factory=list)
     initializers: list[TensorProto] = field(default_factory=list)
     _count: int = 0
 
     def name(self, hint: str) -> str:
         self._count += 1
-        return f"fast:{self.site.removeprefix(SITE_PREFIX)}/{hint}{self._count}"
+        return f"{self.prefix}{self.site.removeprefix(SITE_PREFIX)}/{hint}{self._count}"
 
     def const(self, value: float | np.ndarray, hint: str = "c") -> str:
         name = self.name(hint)
@@ -233,6 +238,13 @@ FORMULATIONS: dict[str, Formulation] = {
 }
 """Catalogue name -> fast formulation. Names not listed are exported as torch wrote them."""
 
+KEEP_FLOAT = frozenset({"mish"})
+"""Formulations with intermediate tensors no 8-bit range can hold: Mish's d = (1 + eˣ)² + 1 grows
+like e^(2x), so a uint8 d (MinMax-calibrated, spanning 2 to ~1e9) is 2 everywhere that matters
+and x − 2x/d collapses (INT8 top-1 agreement fell to chance, 0.11, on a trained resnet20). Their
+nodes are named with ``KEEP_FLOAT_PREFIX``; export/quantize.py excludes them, so they run in
+float between the quantized convolutions."""
+
 
 def _constant_values(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
     values = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
@@ -350,7 +362,7 @@ def rewrite_activations(
         channels = channel_counts.get(region.source) or channel_counts.get(site)
         if channels is None:
             raise RewriteError(f"unknown channel count at {site!r}")
-        builder = _Builder(site)
+        builder = _Builder(site, KEEP_FLOAT_PREFIX if spec.name in KEEP_FLOAT else FAST_PREFIX)
         formulation(builder, region, region.source, resolved, channels)
         replaced[id(region.nodes[-1])] = builder.nodes
         removed.update(id(n) for n in region.nodes)

@@ -4,8 +4,10 @@
 already BatchNorm-folded by the exporter, so no further optimisation is needed and the activation
 site tensors keep their names) and ``quantize_static`` in QDQ format with per-channel int8 weights
 and uint8 activations, calibrated (MinMax) on normalised training images. The softmax stays in
-float so the probabilities still sum to 1. onnxruntime then fuses each QDQ group into
-``QLinearConv`` / ``QLinearAdd`` / ``QGemm`` kernels (``int8_kernel_counts`` shows it).
+float so the probabilities still sum to 1, and so do activation formulations whose intermediate
+values no 8-bit range can hold (``export.onnx_rewrite.KEEP_FLOAT``: Mish). onnxruntime then
+fuses each QDQ group into ``QLinearConv`` / ``QLinearAdd`` / ``QGemm`` kernels
+(``int8_kernel_counts`` shows it).
 
 ``publish_int8_variant`` quantizes, checks the graph (``onnx.checker``, finite logits,
 probabilities summing to 1), measures top-1 agreement with the fp32 model on the validation
@@ -38,6 +40,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from export.build import BuildResult
 from export.errors import ExportCheckError
 from export.exporter import check_onnx, ort_session
+from export.onnx_rewrite import KEEP_FLOAT_PREFIX
 from export.publish import PublishedModel, publish_model
 from service.modelcard import INPUT_NAME, LOGITS_NAME, PROBABILITIES_NAME, ActivationSite
 
@@ -91,7 +94,11 @@ def quantize_int8(model_bytes: bytes, calibration: np.ndarray) -> onnx.ModelProt
     """Static QDQ quantization of an fp32 graph, calibrated on ``calibration`` (normalised)."""
     calibration = _check_inputs(calibration, "calibration inputs")
     source = onnx.load_from_string(model_bytes)
-    keep_float = [n.name for n in source.graph.node if n.op_type == "Softmax"]
+    keep_float = [
+        n.name
+        for n in source.graph.node
+        if n.op_type == "Softmax" or n.name.startswith(KEEP_FLOAT_PREFIX)
+    ]
     with tempfile.TemporaryDirectory(prefix="actlab-quantize-") as tmp:
         fp32_path, pre_path, int8_path = (Path(tmp) / f for f in ("fp32", "pre", "int8"))
         fp32_path.write_bytes(model_bytes)

@@ -339,3 +339,37 @@ def test_cli_refuses_quantize_without_a_dataset_before_building(
     assert "--quantize int8 needs training images" in err and "nothing was built" in err
     assert "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_mish_formulation_stays_float_and_the_int8_model_agrees(tmp_path: Path) -> None:
+    # Mish's fast formulation divides by d = (1 + e^x)² + 1, which no uint8 range can hold: a
+    # quantized d made the INT8 model agree with fp32 at chance level. Its nodes must stay float.
+    from export.onnx_rewrite import KEEP_FLOAT_PREFIX
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        build = build_model(
+            BuildRequest(
+                **TINY,
+                activation="mish",
+                dataset="digits",
+                train=TrainConfig(epochs=2, batch_size=64, lr=0.05),
+                name="tiny-mish",
+                repository=tmp_path,
+                progress=False,
+                command="test",
+            )
+        )
+        result = quantize.quantize_build(build, tmp_path, calibration_images=64)
+    finally:
+        torch.set_num_threads(threads)
+    proto = onnx.load(str(result.published.path))
+    kept = [n for n in proto.graph.node if n.name.startswith(KEEP_FLOAT_PREFIX)]
+    assert {n.op_type for n in kept} >= {"Exp", "Div"}
+    quantized_inputs = {
+        i for n in proto.graph.node if n.op_type == "QuantizeLinear" for i in n.input
+    }
+    inner = {o for n in kept for o in n.output if not o.startswith("site:")}
+    assert inner and not inner & quantized_inputs
+    assert result.top1_agreement >= 0.95, result.top1_agreement
