@@ -112,21 +112,30 @@ def test_the_int8_finding_pairs_each_level_with_the_naive_reference_on_int8() ->
     assert "not measured" in int8_http_finding(_report(50.0, 25.0))
 
 
-def test_the_throughput_bound_uses_the_fastest_limit_row_and_measured_int8_numbers() -> None:
+def _missed_throughput_report(limit_rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """A report whose c=16 throughput target is missed, with ``limit_rows`` as its (a) rows, 8 ms
+    of service decode and a naive reference at 16.0 images/s."""
     report = _with_int8(_report(50.0, 25.0))
     report["targets"] = [
         {"name": "service throughput ÷ naive (d) throughput at c=16", "value": 1.3, "limit": 1.5,
          "met": False, "margin": 0.13},
     ]  # fmt: skip
     report["results"] += [
-        {"key": "a-b1", "group": "a", "concurrency": 1, "batch": 1, "throughput": 24.0,
-         "label": "(a) batch 1"},
-        {"key": "a-parallel", "group": "a", "concurrency": 2, "batch": 1, "throughput": 26.0,
-         "label": "(a) 2 parallel callers"},
+        *limit_rows,
         {"key": "decode-service", "group": "decode", "p50_ms": 8.0},
         {"key": "naive-photo-c16", "group": "d", "concurrency": 16, "throughput": 16.0,
          "p99_ms": 900.0},
     ]  # fmt: skip
+    return report
+
+
+def test_the_throughput_bound_uses_the_fastest_limit_row_and_measured_int8_numbers() -> None:
+    report = _missed_throughput_report([
+        {"key": "a-b1", "group": "a", "concurrency": 1, "batch": 1, "throughput": 24.0,
+         "label": "(a) batch 1"},
+        {"key": "a-parallel", "group": "a", "concurrency": 2, "batch": 1, "throughput": 26.0,
+         "label": "(a) 2 parallel callers"},
+    ])  # fmt: skip
     text = missed_explanations(report)
     # 2 cores: 2000 / (2000 / 26 + 8) = 23.55 images/s, 1.47× the naive 16.0
     assert "at most 26.0 images/s" in text and "(a) 2 parallel callers" in text
@@ -137,18 +146,10 @@ def test_the_throughput_bound_uses_the_fastest_limit_row_and_measured_int8_numbe
 
 
 def test_the_throughput_bound_quotes_the_interleaved_medians_when_they_were_measured() -> None:
-    report = _with_int8(_report(50.0, 25.0))
-    report["targets"] = [
-        {"name": "service throughput ÷ naive (d) throughput at c=16", "value": 1.3, "limit": 1.5,
-         "met": False, "margin": 0.13},
-    ]  # fmt: skip
-    report["results"] += [
+    report = _missed_throughput_report([
         {"key": "a-b1", "group": "a", "concurrency": 1, "batch": 1, "throughput": 26.0,
          "label": "(a) batch 1"},
-        {"key": "decode-service", "group": "decode", "p50_ms": 8.0},
-        {"key": "naive-photo-c16", "group": "d", "concurrency": 16, "throughput": 16.0,
-         "p99_ms": 900.0},
-    ]  # fmt: skip
+    ])  # fmt: skip
     report["interleaved_throughput"] = {
         "concurrency": 16, "service_images_per_s": [21.0, 22.0, 20.0],
         "naive_images_per_s": [15.0, 14.0, 17.0],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,28 +39,32 @@ class Quantized:
     result: quantize.Int8Result
 
 
-@pytest.fixture(scope="module")
-def quantized(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Quantized]:
-    repository = tmp_path_factory.mktemp("int8_repo")
+def _build_and_quantize(repository: Path, activation: str, name: str) -> Quantized:
+    """A tiny model trained 2 epochs on digits, published with its INT8 variant (1 thread)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         build = build_model(
             BuildRequest(
                 **TINY,
-                activation="relu",
+                activation=activation,
                 dataset="digits",
                 train=TrainConfig(epochs=2, batch_size=64, lr=0.05),
-                name="tiny-q",
+                name=name,
                 repository=repository,
                 progress=False,
                 command="test",
             )
         )
         result = quantize.quantize_build(build, repository, calibration_images=64)
-        yield Quantized(repository, build, result)
     finally:
         torch.set_num_threads(threads)
+    return Quantized(repository, build, result)
+
+
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory: pytest.TempPathFactory) -> Quantized:
+    return _build_and_quantize(tmp_path_factory.mktemp("int8_repo"), "relu", "tiny-q")
 
 
 def _session(path: Path, extra_outputs: list[str] | None = None) -> ort.InferenceSession:
@@ -344,32 +347,15 @@ def test_cli_refuses_quantize_without_a_dataset_before_building(
 def test_mish_formulation_stays_float_and_the_int8_model_agrees(tmp_path: Path) -> None:
     # Mish's fast formulation divides by d = (1 + e^x)² + 1, which no uint8 range can hold: a
     # quantized d made the INT8 model agree with fp32 at chance level. Its nodes must stay float.
-    from export.onnx_rewrite import KEEP_FLOAT_PREFIX
+    from export.onnx_rewrite import KEEP_FLOAT_PREFIX, SITE_PREFIX
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        build = build_model(
-            BuildRequest(
-                **TINY,
-                activation="mish",
-                dataset="digits",
-                train=TrainConfig(epochs=2, batch_size=64, lr=0.05),
-                name="tiny-mish",
-                repository=tmp_path,
-                progress=False,
-                command="test",
-            )
-        )
-        result = quantize.quantize_build(build, tmp_path, calibration_images=64)
-    finally:
-        torch.set_num_threads(threads)
+    result = _build_and_quantize(tmp_path, "mish", "tiny-mish").result
     proto = onnx.load(str(result.published.path))
     kept = [n for n in proto.graph.node if n.name.startswith(KEEP_FLOAT_PREFIX)]
     assert {n.op_type for n in kept} >= {"Exp", "Div"}
     quantized_inputs = {
         i for n in proto.graph.node if n.op_type == "QuantizeLinear" for i in n.input
     }
-    inner = {o for n in kept for o in n.output if not o.startswith("site:")}
+    inner = {o for n in kept for o in n.output if not o.startswith(SITE_PREFIX)}
     assert inner and not inner & quantized_inputs
     assert result.top1_agreement >= 0.95, result.top1_agreement
