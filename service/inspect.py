@@ -164,24 +164,36 @@ class InspectionSession:
         return logits, probabilities, sites
 
 
+SessionKey = tuple[str, int, str]
+
+
 class InspectionCache:
-    """Inspection sessions by (name, version, digest), built once each, least recently used out."""
+    """Inspection sessions by (name, version, digest), built once each, least recently used out.
+
+    A request that picked its runtime before a reload may still be building that runtime's
+    session when the reload's ``retain`` runs; such a session serves its request but is not
+    cached (it would otherwise sit in the cache, holding a superseded model, until evicted).
+    """
 
     def __init__(self, intra_op_threads: int, inter_op_threads: int, capacity: int = 4) -> None:
         self.intra_op_threads = intra_op_threads
         self.inter_op_threads = inter_op_threads
         self.capacity = capacity
-        self._sessions: OrderedDict[tuple[str, int, str], InspectionSession] = OrderedDict()
+        self._sessions: OrderedDict[SessionKey, InspectionSession] = OrderedDict()
         self._lock = threading.Lock()
-        self._building: dict[tuple[str, int, str], threading.Lock] = {}
+        self._building: dict[SessionKey, threading.Lock] = {}
+        self._generation = 0  # how many times ``retain`` has run
+        self._live: frozenset[SessionKey] | None = None  # what the last ``retain`` kept
 
     def __len__(self) -> int:
         return len(self._sessions)
 
-    def retain(self, live: Collection[tuple[str, int, str]]) -> int:
+    def retain(self, live: Collection[SessionKey]) -> int:
         """Drop the sessions of models no longer served (after a reload); how many went."""
         with self._lock:
-            stale = [key for key in self._sessions if key not in live]
+            self._generation += 1
+            self._live = frozenset(live)
+            stale = [key for key in self._sessions if key not in self._live]
             for key in stale:
                 del self._sessions[key]
         return len(stale)
@@ -194,18 +206,26 @@ class InspectionCache:
                 self._sessions.move_to_end(key)
                 return cached
             build_lock = self._building.setdefault(key, threading.Lock())
+            generation = self._generation
         with build_lock:  # one build per key; concurrent first requests wait for it
             with self._lock:
                 cached = self._sessions.get(key)
             if cached is not None:
                 return cached
             options = session_options(self.intra_op_threads, self.inter_op_threads)
-            session = InspectionSession(runtime, options)
+            try:
+                session = InspectionSession(runtime, options)
+            except BaseException:
+                with self._lock:
+                    self._building.pop(key, None)
+                raise
             with self._lock:
-                self._sessions[key] = session
                 self._building.pop(key, None)
-                while len(self._sessions) > self.capacity:
-                    self._sessions.popitem(last=False)
+                retired = generation != self._generation and key not in (self._live or ())
+                if not retired:
+                    self._sessions[key] = session
+                    while len(self._sessions) > self.capacity:
+                        self._sessions.popitem(last=False)
             return session
 
 

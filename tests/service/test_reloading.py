@@ -6,12 +6,16 @@ import threading
 import time
 from pathlib import Path
 
+import onnxruntime as ort
+import pytest
 from conftest import make_settings, running_app
 from service_images import gradient_rgb, png
 
+from service.inspect import InspectionCache, InspectionSession
 from service.metrics import Metrics
 from service.registry import ModelRegistry
 from service.reloading import Reloader
+from service.runtime import ModelRuntime
 from service.settings import Settings
 
 
@@ -112,3 +116,32 @@ def test_inspection_sessions_of_served_models_survive_a_reload(model_repo_copy: 
             assert time.monotonic() < deadline, "the reload did not finish"
             time.sleep(0.02)
         assert len(cache) == 2
+
+
+def test_an_inspection_built_across_a_reload_serves_its_request_but_is_not_cached(
+    model_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request holding the superseded runtime finishes, and its session does not linger."""
+    registry = ModelRegistry(make_settings(model_repo, intra_op_threads=1))
+    registry.load_startup_models()
+    superseded, served = registry.get("tiny-tanh"), registry.get("tiny-relu")
+    cache = InspectionCache(intra_op_threads=1, inter_op_threads=1)
+    live_after_reload = {(served.name, served.version, served.digest)}
+
+    class ReloadDuringBuild(InspectionSession):
+        def __init__(self, runtime: ModelRuntime, options: ort.SessionOptions) -> None:
+            if runtime is superseded:
+                cache.retain(live_after_reload)  # the reload's after-step runs mid-build
+            super().__init__(runtime, options)
+
+    monkeypatch.setattr("service.inspect.InspectionSession", ReloadDuringBuild)
+    session = cache.get(superseded)
+    assert session.runtime is superseded  # the in-flight request is still served
+    assert len(cache) == 0  # but the superseded model's session is not kept
+
+    kept = cache.get(served)  # a live model built after the reload is cached as before
+    assert len(cache) == 1
+    assert cache.get(served) is kept
+    monkeypatch.undo()
+    again = cache.get(superseded)  # no reload overtakes this build: cached like any other
+    assert again is not session and len(cache) == 2
