@@ -52,6 +52,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1",
         description=DESCRIPTION,
         lifespan=_lifespan,
+        # No 307 to the slash-less path: its absolute http:// Location breaks behind a TLS proxy,
+        # and clients should call the documented path; the 404 says what to change.
+        redirect_slashes=False,
     )
     app.state.settings = settings
     app.state.registry = ModelRegistry(settings)

@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 log = logging.getLogger("actlab.errors")
 
@@ -101,6 +102,15 @@ def render(request: Request, error: ServiceError) -> JSONResponse:
     )
 
 
+def _route_without_slash_exists(request: Request) -> bool:
+    """Whether the path, less its trailing slash, is a route (FastAPI's redirect is off)."""
+    path = request.url.path
+    if len(path) < 2 or not path.endswith("/"):
+        return False
+    scope = {**request.scope, "path": path.rstrip("/") or "/"}
+    return any(route.matches(scope)[0] != Match.NONE for route in request.app.router.routes)
+
+
 def _describe_validation(exc: RequestValidationError) -> str:
     """Field locations and messages only: never the offending input itself."""
     parts = []
@@ -128,6 +138,8 @@ def install_error_handlers(app: FastAPI) -> None:
         message = {404: "no such route", 405: "method not allowed on this route"}.get(
             exc.status_code, "request failed"
         )
+        if exc.status_code == 404 and _route_without_slash_exists(request):
+            message = "no such route; remove the trailing slash (routes never end in one)"
         return render(
             request,
             ServiceError(

@@ -50,6 +50,7 @@ class ModelRegistry:
         self._extra: OrderedDict[tuple[str, int], ModelRuntime] = OrderedDict()
         self._reload_lock = threading.Lock()
         self._extra_lock = threading.Lock()
+        self._versions_lock = threading.Lock()
         self.startup_done = threading.Event()
         self.skipped: list[SkippedModel] = []
         self.last_reload_at: float | None = None
@@ -117,23 +118,35 @@ class ModelRegistry:
                 self._extra.move_to_end(key)
                 return cached
             files = {f.version: f for f in scan_repository(self.settings.models_dir).get(name, [])}
-            model_file = files.get(version)
-            runtime = None
-            if model_file is not None:
-                try:
-                    runtime = self._load(model_file)
-                except (VerificationError, ModelLoadError) as exc:
-                    log.warning("version %s of %s cannot be served: %s", version, name, exc)
-            if runtime is None:
+            model_file = files.get(version) if version in self.available_versions(name) else None
+            if model_file is None:
                 raise NotFound(
                     f"version {version} of model {name!r} is not available; available versions: "
                     f"{', '.join(str(v) for v in self.available_versions(name))}",
                     code="version_not_found",
                 )
+            try:
+                runtime = self._load(model_file)
+            except (VerificationError, ModelLoadError) as exc:
+                log.warning("version %s of %s cannot be served: %s", version, name, exc)
+                self._forget_version(name, version)
+                raise NotFound(
+                    f"version {version} of model {name!r} is in the repository but cannot be "
+                    f"served ({exc}); available versions: "
+                    f"{', '.join(str(v) for v in self.available_versions(name))}",
+                    code="version_not_found",
+                ) from exc
             self._extra[key] = runtime
             while len(self._extra) > _EXTRA_VERSIONS_CACHED:
                 self._extra.popitem(last=False)
             return runtime
+
+    def _forget_version(self, name: str, version: int) -> None:
+        """Stop listing a version that failed to load (until a reload finds it again)."""
+        with self._versions_lock:
+            versions = dict(self._versions)
+            versions[name] = tuple(v for v in versions.get(name, ()) if v != version)
+            self._versions = versions
 
     # -- loading ---------------------------------------------------------------------------
     def _load(self, model_file: ModelFile) -> ModelRuntime:
@@ -174,9 +187,12 @@ class ModelRegistry:
                     log.info("model %s is gone from the repository; unloaded", name)
                 elif name not in serving:
                     serving[name] = old  # nothing valid on disk any more: keep serving the old one
-            self._versions = {
-                name: tuple(f.version for f in files) for name, files in found.items()
-            }
+            unservable = {(s.name, s.version) for s in report.skipped}
+            with self._versions_lock:
+                self._versions = {
+                    name: tuple(f.version for f in files if (name, f.version) not in unservable)
+                    for name, files in found.items()
+                }
             self._serving = serving
             with self._extra_lock:
                 self._extra.clear()

@@ -21,11 +21,18 @@ async def live() -> JSONResponse:
 
 @router.get(
     "/health/ready",
-    summary="Readiness: every startup model is loaded and warm",
+    summary="Readiness: startup loading is done and at least one model serves",
+    description=(
+        "200 once every startup model has been loaded and warmed or skipped, and at least one "
+        "serves. A model file that fails verification is skipped (logged, counted in "
+        "`skipped`), not a reason to take the server out of rotation: the valid models serve."
+    ),
     responses={
         200: {
             "content": {
-                "application/json": {"example": {"status": "ready", "models": ["tiny-relu"]}}
+                "application/json": {
+                    "example": {"status": "ready", "models": ["tiny-relu"], "skipped": 0}
+                }
             }
         },
         503: {
@@ -38,7 +45,9 @@ async def live() -> JSONResponse:
 )
 async def ready(registry: RegistryDep) -> JSONResponse:
     if registry.ready:
-        return JSONResponse({"status": "ready", "models": registry.names()})
+        return JSONResponse(
+            {"status": "ready", "models": registry.names(), "skipped": len(registry.skipped)}
+        )
     loading = not registry.startup_done.is_set()
     return JSONResponse(
         {

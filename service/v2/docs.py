@@ -30,7 +30,7 @@ SERVER = {
 METADATA = {
     "name": "tiny-relu",
     "versions": ["1", "2"],
-    "platform": "onnxruntime_onnx",
+    "platform": "onnx_onnxv1",
     "inputs": [
         {"name": "input", "datatype": "FP32", "shape": [-1, 3, 32, 32]},
         {"name": "image", "datatype": "BYTES", "shape": [-1]},

@@ -9,7 +9,8 @@ from service.runtime import ModelRuntime
 from service.v2.tensors import IMAGE_INPUT
 
 SERVER_NAME = "actlab"
-PLATFORM = "onnxruntime_onnx"
+PLATFORM = "onnx_onnxv1"  # the protocol's name for an ONNX model run by ONNX Runtime
+TRITON_PLATFORM = "onnxruntime_onnx"  # Triton's name for the same, in its model configuration
 BACKEND = "onnxruntime"
 EXTENSIONS = ("binary_tensor_data", "classification", "model_configuration", "statistics")
 
@@ -49,7 +50,7 @@ def model_config(
     classes = model.card.num_classes
     config: dict[str, object] = {
         "name": model.name,
-        "platform": PLATFORM,
+        "platform": TRITON_PLATFORM,
         "backend": BACKEND,
         "version_policy": {"specific": {"versions": [model.version]}},
         "max_batch_size": max_batch_size,

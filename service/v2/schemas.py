@@ -15,7 +15,7 @@ Parameters = dict[str, ParameterValue]
 
 
 class RequestInput(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")  # the protocol's schema allows other properties
 
     name: str
     shape: list[StrictInt]
@@ -25,7 +25,7 @@ class RequestInput(BaseModel):
 
 
 class RequestOutput(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")
 
     name: str
     parameters: Parameters = Field(default_factory=dict)

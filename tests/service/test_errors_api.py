@@ -154,6 +154,20 @@ def test_no_valid_model_stays_not_ready_but_live(tmp_path: Path) -> None:
         assert json.dumps(body).count("/") == 0  # no path of the broken file
 
 
+def test_a_skipped_model_is_counted_but_the_valid_ones_keep_the_server_ready(
+    model_repo_copy: Path,
+) -> None:
+    broken = model_repo_copy / "broken" / "1"
+    broken.mkdir(parents=True)
+    (broken / "model.onnx").write_bytes(b"not onnx")
+    with running_app(make_settings(model_repo_copy)) as client:
+        ready = client.get("/health/ready")
+        assert ready.status_code == 200
+        assert ready.json()["skipped"] == 1 and "broken" not in ready.json()["models"]
+        assert client.get("/v2/health/ready").json() == {"ready": True}
+        assert client.get("/v2/models/broken/ready").status_code == 404
+
+
 def test_internal_errors_are_500_without_details(model_repo: Path) -> None:
     with running_app(make_settings(model_repo)) as client:
         registry = client.app.state.registry  # type: ignore[attr-defined]

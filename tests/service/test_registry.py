@@ -119,7 +119,24 @@ def test_latest_valid_version_serves_and_a_broken_latest_falls_back(model_repo_c
     latest.write_bytes(latest.read_bytes() + b"!")
     registry = registry_for(model_repo_copy)
     assert registry.get("tiny-relu").version == 1
-    assert registry.available_versions("tiny-relu") == (1, 2)
+    assert registry.available_versions("tiny-relu") == (1,)  # version 2 cannot be requested
+    with pytest.raises(NotFound, match="version 2 of model 'tiny-relu' is not available"):
+        registry.get("tiny-relu", 2)
+
+
+def test_an_older_version_that_fails_on_demand_stops_being_listed(model_repo_copy: Path) -> None:
+    older = model_repo_copy / "tiny-relu" / "1" / "model.onnx"
+    older.write_bytes(older.read_bytes() + b"!")
+    registry = registry_for(model_repo_copy)
+    assert registry.available_versions("tiny-relu") == (1, 2)  # not verified until asked for
+    with pytest.raises(NotFound) as caught:
+        registry.get("tiny-relu", 1)
+    message = str(caught.value)
+    assert message.startswith(
+        "version 1 of model 'tiny-relu' is in the repository but cannot be served (SHA-256 mismatch"
+    )
+    assert message.endswith("); available versions: 2")
+    assert registry.available_versions("tiny-relu") == (2,)
 
 
 def test_pinned_versions(model_repo: Path) -> None:

@@ -302,6 +302,20 @@ def test_model_name_in_the_body_is_ignored_and_extra_parameters_allowed(
     assert response.status_code == 200
 
 
+def test_unknown_properties_of_inputs_and_outputs_are_ignored(client: TestClient) -> None:
+    """The protocol's schema does not forbid other properties on request_input/request_output."""
+    batch = random_batch(1)
+    plain = client.post(
+        "/v2/models/tiny-relu/infer",
+        json=tensor_request(batch, outputs=[{"name": "logits"}]),
+    ).json()
+    request = tensor_request(batch, outputs=[{"name": "logits", "colour": "red"}])
+    request["inputs"][0]["colour"] = "red"
+    response = client.post("/v2/models/tiny-relu/infer", json=request)
+    assert response.status_code == 200
+    assert response.json()["outputs"] == plain["outputs"]
+
+
 @pytest.mark.parametrize("encoding", ["gzip", "deflate"])
 def test_compressed_request_bodies(client: TestClient, encoding: str) -> None:
     request = image_request([png(gradient_rgb(40, 40, seed=3))])

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from conftest import app_held_at_startup, make_settings, running_app
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
@@ -56,7 +57,7 @@ def expected_metadata(name: str, versions: list[str]) -> dict[str, Any]:
     return {
         "name": name,
         "versions": versions,
-        "platform": "onnxruntime_onnx",
+        "platform": "onnx_onnxv1",
         "inputs": [
             {"name": "input", "datatype": "FP32", "shape": [-1, 3, 32, 32]},
             {"name": "image", "datatype": "BYTES", "shape": [-1]},
@@ -131,6 +132,22 @@ def test_unknown_routes_and_methods_render_the_v2_error_shape(client: TestClient
     )
     response = client.get("/v2/nothing/here")
     assert (response.status_code, response.json()) == (404, {"error": "no such route"})
+
+
+@pytest.mark.parametrize("path", ["/v2/", "/v2/health/live/", "/v2/models/tiny-relu/"])
+def test_a_trailing_slash_is_a_404_that_says_so_not_a_redirect(
+    client: TestClient, path: str
+) -> None:
+    response = client.get(path, follow_redirects=False)
+    assert (response.status_code, response.json()) == (
+        404,
+        {"error": "no such route; remove the trailing slash (routes never end in one)"},
+    )
+    assert "location" not in response.headers
+    v1 = client.get("/v1/models/", follow_redirects=False)
+    assert (v1.status_code, v1.json()["error"]["code"]) == (404, "not_found")
+    assert v1.json()["error"]["message"].endswith("(routes never end in one)")
+    assert client.get("/v2/nothing/", follow_redirects=False).json() == {"error": "no such route"}
 
 
 def test_triton_model_config(client: TestClient) -> None:

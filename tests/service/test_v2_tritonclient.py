@@ -77,7 +77,7 @@ def test_tritonclient_http_works_unchanged(model_repo: Path, tmp_path: Path) -> 
     assert (got["live"], got["ready"], got["model_ready"]) == (True, True, True)
     assert got["server_metadata"]["name"] == "actlab"
     assert "binary_tensor_data" in got["server_metadata"]["extensions"]
-    assert got["model_metadata"]["platform"] == "onnxruntime_onnx"
+    assert got["model_metadata"]["platform"] == "onnx_onnxv1"
     assert got["model_metadata"]["versions"] == ["1", "2"]
     assert got["model_config"]["max_batch_size"] == 32
     assert got["model_config"]["input"][0]["dims"] == [3, 32, 32]
