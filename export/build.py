@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import shlex
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +34,8 @@ from export.publish import PublishedModel, publish_model, validate_model_name
 from export.resnet import ResNet, arch_style, build_resnet
 from export.shapes import render_shapes
 from export.train import Normalisation, TrainConfig, TrainResult, evaluate, train_model
-from export.weights import LoadReport, load_weights, read_checkpoint
-from service.activations import ParamValue
+from export.weights import Checkpoint, LoadReport, load_weights, read_checkpoint
+from service.activations import NETWORK_ACTIVATIONS, ParamValue
 
 PARITY_VAL_IMAGES = 64
 
@@ -43,7 +43,8 @@ PARITY_VAL_IMAGES = 64
 @dataclass(frozen=True)
 class BuildRequest:
     arch: str = "resnet20"
-    activation: str = "relu"
+    activation: str | None = None
+    """None: the activation the ``weights`` file records (if it is in the catalogue), else relu."""
     activation_params: dict[str, ParamValue] = field(default_factory=dict)
     dataset: str | None = "digits"
     """'digits' | 'shapes' | 'imagefolder:PATH' | None (export weights as they are)."""
@@ -134,15 +135,25 @@ def _normalisation(
     raise DataError(f"unknown normalisation {choice!r}; choose one of: dataset, imagenet")
 
 
+def resolve_activation(activation: str | None, checkpoint: Checkpoint | None) -> str:
+    """The activation asked for; else the one the weights file records; else relu."""
+    if activation is not None:
+        return activation
+    recorded = checkpoint.activation if checkpoint is not None else None
+    return recorded if recorded in NETWORK_ACTIVATIONS else "relu"
+
+
 def build_model(request: BuildRequest) -> BuildResult:
     """Run one build end to end; raises an ``ExportError`` (or ``ValueError``) before writing."""
+    checkpoint = read_checkpoint(request.weights) if request.weights is not None else None
+    activation = resolve_activation(request.activation, checkpoint)
+    request = replace(request, activation=activation)
     name = validate_model_name(request.name or default_name(request))
     style = arch_style(request.arch)
     size = request.image_size or (32 if style == "cifar" else 224)
     if size < 8:
         raise DataError(f"--image-size must be at least 8 pixels, got {size}")
     request.train.validate()
-    checkpoint = read_checkpoint(request.weights) if request.weights is not None else None
     dataset = (
         load_dataset(
             request.dataset,
@@ -164,7 +175,7 @@ def build_model(request: BuildRequest) -> BuildResult:
 
     model = build_resnet(
         request.arch,
-        request.activation,
+        activation,
         num_classes=len(labels),
         activation_params=request.activation_params or None,
         width=request.width,

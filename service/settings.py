@@ -115,8 +115,9 @@ class Settings(BaseSettings):
     api_key: str | None = Field(
         default=None,
         repr=False,
-        description="If set, every non-health route needs 'Authorization: Bearer <key>' or "
-        "'X-API-Key: <key>' → 401 otherwise.",
+        description="If set, every route except /health/* and the API docs (/docs, /redoc, "
+        "/openapi.json) needs 'Authorization: Bearer <key>' or 'X-API-Key: <key>' → 401 "
+        "otherwise.",
     )
     batch_max_size: int = Field(
         default=1,

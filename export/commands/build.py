@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from export.build import BuildRequest, BuildResult, build_model
+from export.commands import HelpFormatter
 from export.data import DATASETS
 from export.errors import WeightsError
 from export.resnet import ARCHITECTURES
@@ -163,7 +164,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "model card, check it (onnx.checker, onnxruntime-vs-torch parity) and publish it "
         "atomically as <models-dir>/<name>/<version>/model.onnx. Nothing is written if any step "
         "fails.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     model = parser.add_argument_group("model")
     model.add_argument(
@@ -171,9 +172,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     model.add_argument(
         "--activation",
-        default="relu",
+        default=None,
         help=f"activation at every site: {', '.join(NETWORK_ACTIVATIONS)} "
-        "(see `python -m export activations`)",
+        "(see `python -m export activations`) (default: the activation the --weights file "
+        "records, else relu)",
     )
     model.add_argument(
         "--act-param",
@@ -313,8 +315,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=Path,
         default=None,
         metavar="FILE.safetensors",
-        help="also save the trained weights (safetensors, activation recorded, so a "
-        "later --weights load knows it) after a successful publish",
+        help="also save the trained weights after a successful publish (safetensors, with "
+        "the activation recorded: a later build from them uses it unless --activation says "
+        "otherwise, and warns if it does)",
     )
     out.add_argument("--quiet", action="store_true", help="no progress bar")
     for extension in BUILD_EXTENSIONS:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from export.commands import HelpFormatter
 from export.commands.build import non_negative_int
 from export.defaults import (
     DEFAULT_MODELS,
@@ -49,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         f"{recipe.epochs} epochs (sigmoid 30), seed {recipe.seed}, each exported, checked and "
         "published as its next version; then regenerate models/README.md (command, val "
         "accuracy, size and sha256 of every model).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "--only",

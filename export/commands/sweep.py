@@ -11,6 +11,7 @@ from pathlib import Path
 import onnxruntime
 import torch
 
+from export.commands import HelpFormatter
 from export.commands.build import positive_int
 from export.resnet import ARCHITECTURES
 from export.sweep import SweepConfig, resolve_activations, retime_sweep, run_sweep, selected
@@ -63,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(val accuracy mean ± std, epochs to 90 %, parameters, onnxruntime latency per image, "
         "the theory's predictions checked), accuracy_per_epoch.png and latency.png. Runs are "
         "saved as they finish (runs.jsonl): re-running the same command resumes.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--arch", default=defaults.arch, help=f"one of {', '.join(ARCHITECTURES)}")
     parser.add_argument(

@@ -257,6 +257,17 @@ def test_help_explains_every_option() -> None:
             assert action.help and len(action.help) > 10, (name, action.dest)
 
 
+def test_help_gives_one_default_per_option() -> None:
+    """argparse's "(default: None)" would contradict options whose default depends on others."""
+    parser = make_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name in ("build", "sweep", "defaults"):
+        text = " ".join(subparsers.choices[name].format_help().split())
+        assert "(default: None)" not in text, name
+        assert "(default: digits, or none with --weights)" in text or name != "build"
+        assert "(default: resnet20)" in text or name != "build"  # fixed defaults are still shown
+
+
 def test_saved_weights_record_their_activation_and_warn_on_swap(tmp_path: Path, capsys) -> None:
     saved = tmp_path / "trained.safetensors"
     common = [
@@ -279,6 +290,25 @@ def test_saved_weights_record_their_activation_and_warn_on_swap(tmp_path: Path, 
         "warning: the weights were trained with relu and are now used with gelu; fine-tune "
         "(--epochs > 0) before trusting the accuracy\n"
     )
+
+
+def test_a_build_from_saved_weights_uses_their_activation_unless_told_otherwise(
+    tmp_path: Path, capsys
+) -> None:
+    saved = tmp_path / "tanh.safetensors"
+    models = tmp_path / "models"
+    common = [
+        "build", *SMALL, "--dataset", "shapes", "--image-size", "8", "--shapes-per-class", "2",
+        "--epochs", "0", "--models-dir", str(models),
+    ]  # fmt: skip
+    assert main([*common, "--activation", "tanh", "--save-weights", str(saved)]) == 0
+    capsys.readouterr()
+    assert main([*common, "--weights", str(saved), "--name", "from-weights"]) == 0
+    assert capsys.readouterr().err == ""  # no swap: tanh weights, tanh network
+    _, card = load(models / "from-weights" / "1" / "model.onnx")
+    assert card.activation == "tanh"
+    assert main([*common, "--weights", str(saved)]) == 0  # the default name follows it too
+    assert (models / "resnet8-tanh-shapes" / "1" / "model.onnx").is_file()
 
 
 def test_save_weights_path_is_checked_before_anything_is_written(tmp_path: Path, capsys) -> None:

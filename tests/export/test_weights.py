@@ -161,6 +161,16 @@ def test_corrupt_files(tmp_path: Path, name: str, message: str) -> None:
         read_checkpoint(tmp_path / name)
 
 
+@pytest.mark.parametrize("content", [b"hello world\n", b"junk\n", bytes(range(256)) * 4])
+def test_any_bytes_that_are_not_a_checkpoint_are_a_weights_error(
+    tmp_path: Path, content: bytes
+) -> None:
+    (tmp_path / "w.pth").write_bytes(content)
+    with pytest.raises(WeightsError) as caught:
+        read_checkpoint(tmp_path / "w.pth")
+    assert str(caught.value) == "cannot read w.pth: not a valid PyTorch .pth/.pt file"
+
+
 def test_truncated_pth(tmp_path: Path) -> None:
     path = save(tmp_path, tiny().state_dict())
     path.write_bytes(path.read_bytes()[:500])
