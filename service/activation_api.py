@@ -13,12 +13,19 @@ from service.activations import Activation, Param, Properties
 
 MAX_POINTS = 100_000
 """Most numbers one evaluation request may hold (x values or range.num)."""
+MAX_BODY_BYTES = 3_000_000
+"""Body limit of the /v1/activations routes. Their JSON is parsed and validated on the event loop,
+so it is kept small: 3 MB holds MAX_POINTS numbers at ~26 bytes each ("-1.2345678901234567e-300,
+") and bounds a hostile body's parse to a fraction of a second."""
 MAX_ABS_X = 1e6
 """Largest |x| accepted; every catalogue entry stays finite far beyond this."""
 
 Number = Annotated[float, Strict()]
 """A JSON number (integers accepted); strings and booleans are not numbers here."""
-Numbers = list[Number] | list[list[Number]]
+Row = Annotated[list[Number], Field(max_length=MAX_POINTS, fail_fast=True)]
+"""At most MAX_POINTS items, and validation stops at the first bad one: a large body costs one
+error, not one per item (the total of a matrix is checked after validation, in activation_eval)."""
+Numbers = Row | Annotated[list[Row], Field(max_length=MAX_POINTS, fail_fast=True)]
 
 
 class ParamInfo(BaseModel):

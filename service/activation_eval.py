@@ -115,10 +115,16 @@ def _array_of(x: Any) -> Array:
 
 
 def _maxout_k(activation: Activation, x: Array, given: dict[str, Any]) -> dict[str, Any]:
-    """For a list of groups, k defaults to the group length and must equal it."""
+    """For a list of groups, k defaults to the group length (within k's bounds) and equals it."""
     if x.ndim != 2:
         return given
     group = x.shape[1]
+    k = next(p for p in activation.params if p.name == "k")
+    if k.minimum is not None and k.maximum is not None and not k.minimum <= group <= k.maximum:
+        raise Unprocessable(
+            f"maxout groups (the rows of x) must hold {k.minimum:g} to {k.maximum:g} values "
+            f"each; they hold {group}"
+        )
     if "k" in given and given["k"] != group:
         raise Unprocessable(
             f"params.k must equal the group length when x is a list of groups; the groups hold "

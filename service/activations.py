@@ -51,17 +51,27 @@ class Param:
             if not isinstance(value, str) or value not in self.choices:
                 raise CatalogueError(f"{where} must be {self.describe_allowed()}")
             return value
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise CatalogueError(f"{where} must be {self.describe_allowed()}")
-        if self.integer and float(value) != int(value):
-            raise CatalogueError(f"{where} must be {self.describe_allowed()}")
-        number = float(value)
-        if not math.isfinite(number) or (
-            (self.minimum is not None and number < self.minimum)
+        number = _finite_float(value)
+        if (
+            number is None
+            or (self.integer and not number.is_integer())
+            or (self.minimum is not None and number < self.minimum)
             or (self.maximum is not None and number > self.maximum)
         ):
             raise CatalogueError(f"{where} must be {self.describe_allowed()}")
         return int(number) if self.integer else number
+
+
+def _finite_float(value: object) -> float | None:
+    """``value`` as a finite float, or None: not a number (bool, str, ...), NaN, ±inf, or an int
+    too large for a float."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond ~1.8e308
+        return None
+    return number if math.isfinite(number) else None
 
 
 @dataclass(frozen=True)

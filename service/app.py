@@ -23,8 +23,10 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from service import activation_api
 from service.auth import ApiKeyMiddleware
 from service.errors import ServiceError, install_error_handlers
+from service.head import HeadAsGetMiddleware
 from service.inspect import InspectionCache
 from service.limits import BodyLimitExceeded, BodySizeLimitMiddleware
 from service.metrics import Metrics, MetricsMiddleware
@@ -70,7 +72,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     reject = _rejection_counter(app.state.metrics)
     app.add_middleware(
-        BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes, on_reject=reject
+        BodySizeLimitMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        route_limits={"/v1/activations/": activation_api.MAX_BODY_BYTES},
+        on_reject=reject,
     )
     if settings.api_key:
         app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key, on_reject=reject)
@@ -83,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_age=600,
         )
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(HeadAsGetMiddleware)
     if settings.api_key:
         _document_api_key(app)
     return app

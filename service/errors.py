@@ -20,6 +20,12 @@ from starlette.routing import Match
 log = logging.getLogger("actlab.errors")
 
 
+def quoted(text: str, limit: int = 64) -> str:
+    """A client-supplied string for an error message: repr-quoted, at most ``limit`` characters
+    of it (then "…"), so a message never grows with the client's input."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "…"
+
+
 class ServiceError(Exception):
     """Base of every error the service reports to a client."""
 
@@ -102,6 +108,18 @@ def render(request: Request, error: ServiceError) -> JSONResponse:
     )
 
 
+def _unparsable_body_message(detail: object) -> str:
+    """A 400 raised by FastAPI/Starlette while reading the body (their fixed texts, no input)."""
+    if detail == "There was an error parsing the body":  # FastAPI: json.loads raised
+        return (
+            "the request body could not be parsed as JSON: it is not UTF-8, nests too deeply, "
+            "or holds an integer too long to read"
+        )
+    if isinstance(detail, str) and detail and detail != "Bad Request":
+        return f"the request body could not be parsed: {detail.rstrip('.')}"
+    return "the request body could not be parsed"
+
+
 def _route_without_slash_exists(request: Request) -> bool:
     """Whether the path, less its trailing slash, is a route (FastAPI's redirect is off)."""
     path = request.url.path
@@ -134,16 +152,21 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        codes = {404: "not_found", 405: "method_not_allowed"}
+        codes = {400: "invalid_body", 404: "not_found", 405: "method_not_allowed"}
         message = {404: "no such route", 405: "method not allowed on this route"}.get(
             exc.status_code, "request failed"
         )
+        if exc.status_code == 400:
+            message = _unparsable_body_message(exc.detail)
         if exc.status_code == 404 and _route_without_slash_exists(request):
             message = "no such route; remove the trailing slash (routes never end in one)"
         return render(
             request,
             ServiceError(
-                message, status=exc.status_code, code=codes.get(exc.status_code, "http_error")
+                message,
+                status=exc.status_code,
+                code=codes.get(exc.status_code, "http_error"),
+                headers=dict(exc.headers or {}) or None,  # e.g. Allow on a 405
             ),
         )
 

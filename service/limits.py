@@ -3,7 +3,8 @@
 ``BodySizeLimitMiddleware`` (pure ASGI) rejects a ``Content-Length`` over the limit before
 reading anything, and otherwise counts the bytes of every body chunk (chunked transfer included)
 as the application reads them; the moment the count passes the limit it stops reading, swallows
-whatever the application was about to answer and sends 413. It never reads past the limit.
+whatever the application was about to answer and sends 413. It never reads past the limit. Routes
+whose bodies are parsed whole on the event loop (JSON) can get a smaller limit by path prefix.
 
 ``ConcurrencyLimiter`` admits at most ``max_concurrency`` inference requests at once; the next one
 is rejected at once with 503 + ``Retry-After`` instead of queueing without bound.
@@ -12,7 +13,7 @@ is rejected at once with 503 + ``Retry-After`` instead of queueing without bound
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -36,28 +37,45 @@ class BodyLimitExceeded(PayloadTooLarge):
 
 
 class BodySizeLimitMiddleware:
+    """``max_body_bytes`` for every request; ``route_limits`` maps a path prefix to a smaller one.
+
+    A request under several limits gets the smallest of them (the global one included).
+    """
+
     def __init__(
         self,
         app: ASGIApp,
         max_body_bytes: int,
+        route_limits: Mapping[str, int] | None = None,
         on_reject: Callable[[str], None] | None = None,
     ) -> None:
         self.app = app
         self.limit = max_body_bytes
+        self.route_limits = dict(route_limits or {})
         self.on_reject = on_reject
 
-    def _too_large(self) -> PayloadTooLarge:
+    def limit_for(self, path: str) -> tuple[int, str | None]:
+        """(limit, the prefix it comes from, or None for the global limit) for a request path."""
+        limit, prefix = self.limit, None
+        for route, route_limit in self.route_limits.items():
+            if path.startswith(route) and route_limit < limit:
+                limit, prefix = route_limit, route
+        return limit, prefix
+
+    def _too_large(self, limit: int, prefix: str | None) -> PayloadTooLarge:
         if self.on_reject is not None:
             self.on_reject(PayloadTooLarge.code)
-        return PayloadTooLarge(f"the request body is over the limit of {self.limit} bytes")
+        where = "" if prefix is None else f" for {prefix}* routes"
+        return PayloadTooLarge(f"the request body is over the limit of {limit} bytes{where}")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit, prefix = self.limit_for(scope.get("path", ""))
         declared = _content_length(scope)
-        if declared is not None and declared > self.limit:
-            await send_error(scope, receive, send, self._too_large())
+        if declared is not None and declared > limit:
+            await send_error(scope, receive, send, self._too_large(limit, prefix))
             return
         received = 0
         exceeded = False
@@ -70,7 +88,7 @@ class BodySizeLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.limit:
+                if received > limit:
                     exceeded = True
                     raise BodyLimitExceeded("the request body is over the limit")
             return message
@@ -89,7 +107,7 @@ class BodySizeLimitMiddleware:
             if not exceeded:
                 raise
         if exceeded and not response_started:
-            await send_error(scope, receive, send, self._too_large())
+            await send_error(scope, receive, send, self._too_large(limit, prefix))
 
 
 def _content_length(scope: Scope) -> int | None:

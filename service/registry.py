@@ -17,7 +17,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from service.errors import NotFound, Unavailable
+from service.errors import NotFound, Unavailable, quoted
 from service.repository import ModelFile, VerificationError, scan_repository, verify_model_file
 from service.runtime import ModelLoadError, ModelRuntime
 from service.settings import Settings
@@ -97,7 +97,8 @@ class ModelRegistry:
             if not self.startup_done.is_set():
                 self._require_ready()
             raise NotFound(
-                f"no model named {name!r}; loaded models: {', '.join(self.names()) or 'none'}",
+                f"no model named {quoted(name)}; loaded models: "
+                f"{', '.join(self.names()) or 'none'}",
                 code="model_not_found",
             )
         if version is None or version == serving.version:

@@ -98,7 +98,15 @@ def _infer(
     started = time.perf_counter_ns()
     content = decode_content(body.body, body.content_encoding, context.max_body_bytes)
     json_part, binary_part = split_body(content, body.header_length)
-    request = parse_request(json_part)
+    try:
+        request = parse_request(json_part)
+    except BadRequest as exc:
+        if body.header_length is None and "Invalid JSON: trailing characters" in exc.message:
+            raise BadRequest(  # most likely binary tensor data after the JSON, with no header
+                f"{exc.message}; a body with binary tensor data after its JSON needs the "
+                "Inference-Header-Content-Length header (the JSON part's length in bytes)"
+            ) from None
+        raise
     reader = BinaryReader(binary_part) if body.header_length is not None else None
     inputs = read_inputs(request.inputs, reader, model, context.max_batch_size)
     specs = requested_outputs(request.outputs, request.parameters)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.errors import NotFound
+from service.errors import NotFound, quoted
 from service.registry import ModelRegistry
 from service.runtime import ModelRuntime
 
@@ -15,8 +15,8 @@ def parse_version(registry: ModelRegistry, name: str, version: str) -> int:
     if number < 1 or str(number) != version.strip():
         available = ", ".join(str(v) for v in registry.available_versions(name)) or "none"
         raise NotFound(
-            f"model {name!r} has no version {version!r}: versions are whole numbers >= 1; "
-            f"available versions: {available}",
+            f"model {quoted(name)} has no version {quoted(version)}: versions are whole "
+            f"numbers >= 1; available versions: {available}",
             code="version_not_found",
         )
     return number

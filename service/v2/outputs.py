@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from service.errors import BadRequest
+from service.errors import BadRequest, quoted
 from service.modelcard import OUTPUT_NAMES
 from service.v2.binary import (
     BINARY_DATA,
@@ -56,7 +56,7 @@ def requested_outputs(
     for output in outputs:
         if output.name not in OUTPUT_NAMES:
             raise BadRequest(
-                f"unknown output {output.name!r}; the outputs are {', '.join(OUTPUT_NAMES)}"
+                f"unknown output {quoted(output.name)}; the outputs are {', '.join(OUTPUT_NAMES)}"
             )
         if any(spec.name == output.name for spec in specs):
             raise BadRequest(f"output {output.name!r} is requested twice")

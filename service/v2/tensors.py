@@ -21,7 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from service.classify_request import decode_base64
-from service.errors import BadRequest
+from service.errors import BadRequest, quoted
 from service.modelcard import INPUT_NAME
 from service.runtime import ModelRuntime
 from service.v2.binary import (
@@ -63,7 +63,7 @@ def read_inputs(
     if unknown:
         channels, height, width = model.input_spec.shape
         raise BadRequest(
-            f"unknown input {unknown[0]!r}; model {model.name!r} accepts exactly one of the "
+            f"unknown input {quoted(unknown[0])}; model {model.name!r} accepts exactly one of the "
             f"inputs {INPUT_NAME!r} (FP32 [N, {channels}, {height}, {width}]) or "
             f"{IMAGE_INPUT!r} (BYTES [N])"
         )

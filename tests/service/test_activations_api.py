@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from service.activations import CATALOGUE
+from service.activations import CATALOGUE, CatalogueError
 from service.app import create_app
+from service.errors import quoted
 from service.settings import Settings
 
 Ref = Callable[[float, dict[str, float | str]], float]
@@ -462,30 +463,43 @@ def test_maxout_flat_and_grouped(client: TestClient) -> None:
 
 
 @pytest.mark.parametrize(
-    ("body", "message"),
+    ("body", "code", "message"),
     [
         (
             {"x": [1.0, 2.0, 3.0]},
+            "invalid_request",
             "maxout needs a number of x values that is a multiple of k=2, or a list of groups "
             "of k; got 3 values",
         ),
         (
             {"x": [[1.0, 2.0]], "params": {"k": 3}},
+            "invalid_params",
             "params.k must equal the group length when x is a list of groups; the groups hold 2 "
             "values (or leave k out)",
         ),
         (
             {"x": [[1.0, 2.0, 3.0, 4.0, 5.0]]},
-            "parameter 'k' of 'maxout' must be an integer in [2, 4]",
+            "invalid_request",
+            "maxout groups (the rows of x) must hold 2 to 4 values each; they hold 5",
+        ),
+        (
+            {"x": [[1.0], [2.0]]},
+            "invalid_request",
+            "maxout groups (the rows of x) must hold 2 to 4 values each; they hold 1",
+        ),
+        (
+            {"x": [[1.0, 2.0, 3.0, 4.0, 5.0]], "params": {"k": 5}},
+            "invalid_request",
+            "maxout groups (the rows of x) must hold 2 to 4 values each; they hold 5",
         ),
     ],
 )
 def test_maxout_bad_groups_are_422(
-    client: TestClient, body: dict[str, object], message: str
+    client: TestClient, body: dict[str, object], code: str, message: str
 ) -> None:
     response = client.post("/v1/activations/maxout/eval", json=body)
     assert response.status_code == 422
-    assert response.json()["error"]["message"] == message
+    assert response.json() == {"error": {"code": code, "message": message}}
 
 
 # --------------------------------------------------------------------------- rejections
@@ -541,9 +555,9 @@ def test_non_finite_range_is_422(client: TestClient, field: str) -> None:
         ),
         ({"x": [0.0, -2e6]}, "invalid_request", "every x must satisfy |x| ≤ 1e+06"),
         (
-            {"x": [0.0] * 100_001},
+            {"x": [[0.0] * 1000] * 101},
             "invalid_request",
-            "x holds 100001 numbers; at most 100000 are allowed",
+            "x holds 101000 numbers; at most 100000 are allowed",
         ),
         (
             {"x": [1.0], "params": {"alpha": 0.001}},
@@ -570,6 +584,74 @@ def test_bad_requests_are_422_with_a_clear_message(
     assert response.json() == {"error": {"code": code, "message": message}}
     follow_up = client.post("/v1/activations/elu/eval", json={"x": [1.0]})
     assert follow_up.status_code == 200
+
+
+_HUGE_INT = "9" * 400  # parses as a Python int; float() of it overflows
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "message"),
+    [
+        ("maxout", '{"k": NaN}', "parameter 'k' of 'maxout' must be an integer in [2, 4]"),
+        ("maxout", '{"k": Infinity}', "parameter 'k' of 'maxout' must be an integer in [2, 4]"),
+        ("maxout", '{"k": -Infinity}', "parameter 'k' of 'maxout' must be an integer in [2, 4]"),
+        (
+            "maxout",
+            f'{{"k": {_HUGE_INT}}}',
+            "parameter 'k' of 'maxout' must be an integer in [2, 4]",
+        ),
+        ("maxout", '{"k": 2.5}', "parameter 'k' of 'maxout' must be an integer in [2, 4]"),
+        ("maxout", '{"k": "2"}', "parameter 'k' of 'maxout' must be an integer in [2, 4]"),
+        ("maxout", '{"k": true}', "parameter 'k' of 'maxout' must be an integer in [2, 4]"),
+        ("maxout", '{"k": null}', "parameter 'k' of 'maxout' must be an integer in [2, 4]"),
+        (
+            "softmax",
+            '{"axis": 1e400}',
+            "parameter 'axis' of 'softmax' must be an integer in [-8, 7]",
+        ),
+        (
+            "softmax",
+            f'{{"axis": -{_HUGE_INT}}}',
+            "parameter 'axis' of 'softmax' must be an integer in [-8, 7]",
+        ),
+        (
+            "elu",
+            f'{{"alpha": {_HUGE_INT}}}',
+            "parameter 'alpha' of 'elu' must be a number in [0.01, 10.0]",
+        ),
+        ("elu", '{"alpha": NaN}', "parameter 'alpha' of 'elu' must be a number in [0.01, 10.0]"),
+        ("elu", '{"alpha": 1e400}', "parameter 'alpha' of 'elu' must be a number in [0.01, 10.0]"),
+    ],
+)
+def test_non_finite_or_huge_params_are_422(
+    client: TestClient, name: str, params: str, message: str
+) -> None:
+    response = client.post(
+        f"/v1/activations/{name}/eval",
+        content='{"x": [1, 2], "params": ' + params + "}",
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 422
+    assert response.json() == {"error": {"code": "invalid_params", "message": message}}
+
+
+@pytest.mark.parametrize(
+    "value", [True, False, None, "3", [3], float("nan"), float("inf"), -float("inf"), 10**400,
+              -(10**400), 2.5, 9, 1]
+)  # fmt: skip
+def test_param_validate_rejects_whatever_type_arrives(value: object) -> None:
+    k = CATALOGUE["maxout"].params[0]
+    with pytest.raises(CatalogueError, match=r"^parameter 'k' of 'maxout' must be an integer"):
+        k.validate("maxout", value)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "want"),
+    [("maxout", 3, 3), ("maxout", 4.0, 4), ("softmax", -8, -8), ("elu", 2, 2.0), ("elu", 0.5, 0.5)],
+)
+def test_param_validate_keeps_valid_values(name: str, value: float, want: float) -> None:
+    got = CATALOGUE[name].params[0].validate(name, value)
+    assert got == want and type(got) is type(want)
 
 
 def test_bad_choice_lists_the_choices(client: TestClient) -> None:
@@ -600,6 +682,146 @@ def test_malformed_fields_are_422(client: TestClient, body: dict[str, object]) -
     error = response.json()["error"]
     assert error["code"] == "invalid_request"
     assert error["message"].startswith("invalid request: ")
+
+
+@pytest.mark.parametrize(
+    "x",
+    [[0.0] * 100_001, [[0.0]] * 100_001, [[0.0] * 100_001]],
+    ids=["flat", "rows", "one_row"],
+)
+def test_every_list_of_x_is_capped_at_the_point_limit(client: TestClient, x: list[Any]) -> None:
+    response = client.post("/v1/activations/relu/eval", json={"x": x})
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "invalid_request"
+    assert "List should have at most 100000 items after validation, not 100001" in error["message"]
+
+
+def test_a_large_x_of_bad_items_stops_at_the_first(client: TestClient) -> None:
+    """One error per list type, not one per item: a body of bad items is rejected cheaply."""
+    response = client.post("/v1/activations/relu/eval", json={"x": ["a"] * 100_000})
+    assert response.status_code == 422
+    assert response.json()["error"]["message"] == (
+        "invalid request: x.list[float].0: Input should be a valid number; "
+        "x.list[list[float]].0: Input should be a valid list"
+    )
+
+
+def test_a_matrix_within_the_list_caps_gets_the_total_limit(client: TestClient) -> None:
+    body = json.dumps({"x": [[0] * 1000] * 1000}, separators=(",", ":"))
+    response = client.post(
+        "/v1/activations/relu/eval", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422
+    assert response.json() == {
+        "error": {
+            "code": "invalid_request",
+            "message": "x holds 1000000 numbers; at most 100000 are allowed",
+        }
+    }
+
+
+EVAL_BODY_LIMIT = 3_000_000
+
+
+def test_eval_body_over_its_route_limit_is_413(client: TestClient) -> None:
+    at_limit = b'{"x": [' + b"0," * ((EVAL_BODY_LIMIT - 10) // 2) + b"0]}"
+    assert len(at_limit) == EVAL_BODY_LIMIT
+    json_body = {"content-type": "application/json"}
+    response = client.post("/v1/activations/relu/eval", content=at_limit, headers=json_body)
+    assert response.status_code == 422  # read and validated: 1.5 M numbers is too many
+    response = client.post("/v1/activations/relu/eval", content=at_limit + b" ", headers=json_body)
+    assert response.status_code == 413
+    assert response.json() == {
+        "error": {
+            "code": "payload_too_large",
+            "message": "the request body is over the limit of 3000000 bytes for "
+            "/v1/activations/* routes",
+        }
+    }
+    assert client.post("/v1/activations/relu/eval", json={"x": [1.0]}).status_code == 200
+
+
+def test_other_routes_keep_the_global_body_limit(client: TestClient) -> None:
+    body = json.dumps({"images": ["A" * 4_000_000]})
+    response = client.post(
+        "/v1/classify", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code != 413, response.text
+
+
+def test_the_point_limit_in_the_widest_formatting_is_accepted(client: TestClient) -> None:
+    """100 000 numbers with 17 significant digits and 3-digit exponents fit the route limit."""
+    x = [-1.2345678901234567e-300, -123456.78901234567] * 50_000
+    body = json.dumps({"x": x, "params": {}}, separators=(", ", ": "))
+    assert 2_000_000 < len(body) <= EVAL_BODY_LIMIT
+    response = client.post(
+        "/v1/activations/relu/eval", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 200, response.text[:200]
+    assert response.json()["y"] == [0.0] * 100_000
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=b",
+     "text/json", "application/jsonx"],
+)  # fmt: skip
+@pytest.mark.parametrize("body", ['{"x": [1]}', '{"x": "not numbers"}', "not json"])
+def test_a_body_not_declared_as_json_is_415(
+    client: TestClient, content_type: str | None, body: str
+) -> None:
+    """The content type is checked before the body is validated, whatever the body holds."""
+    headers = {} if content_type is None else {"content-type": content_type}
+    response = client.post("/v1/activations/relu/eval", content=body, headers=headers)
+    assert response.status_code == 415
+    assert response.json() == {
+        "error": {
+            "code": "unsupported_content_type",
+            "message": "send the body as JSON with Content-Type: application/json, e.g. "
+            '{"x": [1.0, 2.0]}',
+        }
+    }
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/json", "application/json; charset=utf-8", "Application/JSON",
+     "application/vnd.api+json"],
+)  # fmt: skip
+def test_json_content_types_are_accepted(client: TestClient, content_type: str) -> None:
+    response = client.post(
+        "/v1/activations/relu/eval",
+        content='{"x": [-1, 2]}',
+        headers={"content-type": content_type},
+    )
+    assert response.status_code == 200
+    assert response.json()["y"] == [0.0, 2.0]
+
+
+@pytest.mark.parametrize(
+    ("text", "limit", "want"),
+    [
+        ("relu", 64, "'relu'"),
+        ("a" * 64, 64, repr("a" * 64)),
+        ("a" * 65, 64, repr("a" * 64) + "…"),
+        ("a" * 10_000, 64, repr("a" * 64) + "…"),
+        ("it's", 3, '"it\'"…'),
+        ("", 64, "''"),
+    ],
+)
+def test_quoted_client_text_is_clipped(text: str, limit: int, want: str) -> None:
+    assert quoted(text, limit) == want
+
+
+def test_a_long_unknown_name_gives_a_short_404(client: TestClient) -> None:
+    for response in (
+        client.get("/v1/activations/" + "a" * 10_000),
+        client.post("/v1/activations/" + "a" * 10_000 + "/eval", json={"x": [1.0]}),
+    ):
+        assert response.status_code == 404
+        assert response.json()["error"]["code"] == "unknown_activation"
+        assert len(response.content) < 500 and "aaaa" not in response.text
 
 
 def test_invalid_json_is_422(client: TestClient) -> None:

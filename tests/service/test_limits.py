@@ -20,7 +20,12 @@ async def echo_length_app(scope: dict[str, Any], receive: Any, send: Any) -> Non
 
 
 def run(
-    chunks: list[bytes], limit: int, headers: list[tuple[bytes, bytes]] | None = None
+    chunks: list[bytes],
+    limit: int,
+    headers: list[tuple[bytes, bytes]] | None = None,
+    *,
+    path: str = "/v1/classify",
+    route_limits: dict[str, int] | None = None,
 ) -> tuple[int, dict[str, Any], int]:
     """Drive the middleware; returns (status, JSON body, how many times it called receive)."""
     calls = 0
@@ -37,8 +42,10 @@ def run(
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "method": "POST", "path": "/v1/classify", "headers": headers or []}
-    middleware = BodySizeLimitMiddleware(echo_length_app, limit, on_reject=rejected.append)
+    scope = {"type": "http", "method": "POST", "path": path, "headers": headers or []}
+    middleware = BodySizeLimitMiddleware(
+        echo_length_app, limit, route_limits=route_limits, on_reject=rejected.append
+    )
     asyncio.run(middleware(scope, receive, send))
     start = next(m for m in sent if m["type"] == "http.response.start")
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
@@ -66,6 +73,56 @@ def test_streaming_stops_at_the_first_chunk_past_the_limit() -> None:
 def test_declared_length_over_the_limit_is_rejected_before_reading() -> None:
     status, body, calls = run([b"a" * 10], limit=5, headers=[(b"content-length", b"6")])
     assert (status, body["error"]["code"], calls) == (413, "payload_too_large", 0)
+
+
+ROUTES = {"/v1/activations/": 25}
+
+
+def test_a_route_limit_applies_under_its_prefix_only() -> None:
+    status, body, calls = run(
+        [b"a" * 10] * 10, 1000, path="/v1/activations/relu/eval", route_limits=ROUTES
+    )
+    assert (status, calls) == (413, 3)
+    assert body == {
+        "error": {
+            "code": "payload_too_large",
+            "message": "the request body is over the limit of 25 bytes for "
+            "/v1/activations/* routes",
+        }
+    }
+    for path in ("/v1/classify", "/v1/models/m/activations", "/v1/activations"):
+        assert run([b"a" * 10] * 10, 1000, path=path, route_limits=ROUTES) == (
+            200,
+            {"length": 100},
+            10,
+        )
+
+
+def test_a_route_limit_rejects_a_declared_length_before_reading() -> None:
+    status, body, calls = run(
+        [b"a" * 10],
+        1000,
+        [(b"content-length", b"26")],
+        path="/v1/activations/x/eval",
+        route_limits=ROUTES,
+    )
+    assert (status, calls) == (413, 0)
+    assert body["error"]["message"].endswith("limit of 25 bytes for /v1/activations/* routes")
+
+
+def test_the_smaller_of_the_global_and_the_route_limit_applies() -> None:
+    status, body, _ = run(
+        [b"a" * 10] * 3, 15, path="/v1/activations/relu/eval", route_limits=ROUTES
+    )
+    assert status == 413
+    assert body["error"]["message"] == "the request body is over the limit of 15 bytes"
+    nested = {"/v1/": 50, "/v1/activations/": 25, "/v1/activations/relu/": 40}
+    status, body, _ = run(
+        [b"a" * 10] * 3, 1000, path="/v1/activations/relu/eval", route_limits=nested
+    )
+    assert status == 413
+    assert body["error"]["message"].endswith("limit of 25 bytes for /v1/activations/* routes")
+    assert run([b"a" * 10] * 3, 1000, path="/v2/x", route_limits=nested)[0] == 200
 
 
 def test_concurrency_limiter_fails_fast_and_recovers() -> None:

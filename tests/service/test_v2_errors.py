@@ -8,6 +8,7 @@ import gzip
 import json
 import struct
 import threading
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -215,6 +216,12 @@ ENCODING_CASES: list[tuple[str, dict[str, Any], int, str]] = [
      "the gzip body is truncated"),
     ("encoding-bomb", encoded(BOMB, "gzip"), 413,
      "the decompressed request body is over the limit of 200000 bytes"),
+    ("encoding-bomb-in-two-members", encoded(gzip.compress(b" " * 150_000) * 2, "gzip"), 413,
+     "the decompressed request body is over the limit of 200000 bytes"),
+    ("encoding-deflate-trailing-bytes", encoded(zlib.compress(GOOD_JSON) + b"xyz", "deflate"),
+     400, "the body has 3 bytes after the end of its deflate stream"),
+    ("encoding-gzip-trailing-junk", encoded(gzip.compress(GOOD_JSON) + b"xyz", "gzip"), 400,
+     "the body is not valid gzip data"),
 ]  # fmt: skip
 CASES += ENCODING_CASES
 
@@ -251,6 +258,22 @@ def test_rejected_before_onnxruntime_with_the_protocol_error(
     assert len(runs) == before, "onnxruntime ran for a rejected request"
     good = client.post(URL, json={"inputs": [tensor()]})
     assert good.status_code == 200 and len(runs) == before + 1
+
+
+def test_binary_data_without_the_header_length_says_what_is_missing(
+    strict_client: tuple[TestClient, list[int]],
+) -> None:
+    client, _ = strict_client
+    content, headers = binary_request({"inputs": [fp32_binary(len(FP32_BYTES))]}, [FP32_BYTES])
+    del headers[HEADER]
+    response = client.post(URL, content=content, headers=headers)
+    assert response.status_code == 400
+    message = response.json()["error"]
+    assert message.startswith("invalid inference request: body: Invalid JSON: trailing characters")
+    assert message.endswith(
+        "; a body with binary tensor data after its JSON needs the "
+        "Inference-Header-Content-Length header (the JSON part's length in bytes)"
+    )
 
 
 def test_body_over_the_limit_is_413_in_the_v2_shape(

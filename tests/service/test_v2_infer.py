@@ -316,6 +316,19 @@ def test_unknown_properties_of_inputs_and_outputs_are_ignored(client: TestClient
     assert response.json()["outputs"] == plain["outputs"]
 
 
+def test_a_gzip_body_of_several_members_is_their_concatenation(client: TestClient) -> None:
+    request = image_request([png(gradient_rgb(40, 40, seed=3))])
+    data = json.dumps(request).encode()
+    packed = gzip.compress(data[:100]) + gzip.compress(data[100:])  # RFC 1952: members concatenate
+    compressed = client.post(
+        "/v2/models/tiny-relu/infer",
+        content=packed,
+        headers={"content-type": "application/json", "content-encoding": "gzip"},
+    )
+    assert compressed.status_code == 200
+    assert compressed.json() == client.post("/v2/models/tiny-relu/infer", json=request).json()
+
+
 @pytest.mark.parametrize("encoding", ["gzip", "deflate"])
 def test_compressed_request_bodies(client: TestClient, encoding: str) -> None:
     request = image_request([png(gradient_rgb(40, 40, seed=3))])
