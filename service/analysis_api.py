@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.classify import Classification
-from service.classify_request import decode_base64
+from service.classify_request import MAX_TOP_K, decode_base64
 from service.errors import Unprocessable
 from service.inspect import Inspection, SiteStats
 from service.schemas import ClassEntry, Prediction, TimingsOut
@@ -143,7 +143,7 @@ class CompareJSON(BaseModel):
     models: list[str] | None = Field(
         default=None, description="Models to compare (default: every loaded model)."
     )
-    top_k: int | None = Field(default=None, ge=1, le=100_000)
+    top_k: int | None = Field(default=None, ge=1, le=MAX_TOP_K)
     include_probabilities: bool | None = None
 
     def image_bytes(self) -> bytes:

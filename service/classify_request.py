@@ -3,13 +3,17 @@
 Three encodings, chosen by ``Content-Type``:
 
 - ``multipart/form-data``: one or more ``file`` parts (one batch, in order), optional fields
-  ``top_k``, ``include_probabilities``, ``version``;
+  ``top_k``, ``include_probabilities``, ``version`` (each at most once; a route may allow fewer);
 - ``image/*``: the raw body is one image (its real format is sniffed from the bytes);
 - ``application/json``: ``{"images": ["<base64 or data: URL>", ...], "top_k": 5, ...}``.
 
-Options may also come from the query string; a value in the body wins over the query. Only the
-body bytes are read on the event loop; JSON and base64 are parsed by ``decode_payload`` in the
-worker thread.
+Any of them may be sent with ``Content-Encoding: gzip`` or ``deflate``; the decompressed body
+may not exceed the same byte limit as an uncompressed one.
+
+Options may also come from the query string; a value in the body wins over the query. Option
+values are validated by the same bounds and messages in the query, JSON and multipart forms.
+Only the body bytes are read on the event loop (a compressed body is inflated in a thread);
+JSON and base64 are parsed by ``decode_payload`` in the worker thread.
 """
 
 from __future__ import annotations
@@ -17,18 +21,27 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from dataclasses import dataclass, field
+from typing import Annotated, Final
 
 from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.datastructures import UploadFile
-from starlette.formparsers import MultiPartException
+from python_multipart.multipart import parse_options_header
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData, Headers, UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 
-from service.errors import BadRequest, Unprocessable, UnsupportedMediaType
+from service.content_encoding import decode_content
+from service.errors import BadRequest, Unprocessable, UnsupportedMediaType, quoted
 
-_MULTIPART_OPTIONS = ("top_k", "include_probabilities", "version")
+MAX_TOP_K: Final = 100_000
+MULTIPART_FIELDS: Final = ("top_k", "include_probabilities", "version")
+# One bound per option, shared by the JSON body and the multipart fields (the query uses MAX_TOP_K).
+_TopK = Annotated[int, Field(ge=1, le=MAX_TOP_K)]
+_Version = Annotated[int, Field(ge=1)]
 _WHITESPACE = re.compile(rb"\s+")
-_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 
 @dataclass
@@ -65,19 +78,60 @@ class ClassifyJSON(BaseModel):
         min_length=1,
         description="Base64 image bytes, or data: URLs ('data:image/png;base64,...').",
     )
-    top_k: int | None = Field(default=None, ge=1, le=100_000)
+    top_k: _TopK | None = None
     include_probabilities: bool | None = None
-    version: int | None = Field(default=None, ge=1)
+    version: _Version | None = None
 
 
-async def read_payload(request: Request, max_images: int) -> RawPayload:
+class _FormOptions(BaseModel):
+    """Multipart option fields: the same bounds (and so the same messages) as ``ClassifyJSON``."""
+
+    top_k: _TopK | None = None
+    include_probabilities: bool | None = None
+    version: _Version | None = None
+
+
+class _MultipartParser(MultiPartParser):
+    """Starlette's parser that also rejects a body ending before its closing boundary line.
+
+    python-multipart calls ``on_end`` only at ``--boundary--`` and accepts a body cut short; the
+    check raises from inside the stream, so Starlette's error path closes any spooled file.
+    """
+
+    def __init__(
+        self, headers: Headers, stream: AsyncGenerator[bytes, None], max_files: int, max_fields: int
+    ) -> None:
+        self._closed = False
+        super().__init__(
+            headers, self._until_closed(stream), max_files=max_files, max_fields=max_fields
+        )
+
+    def on_end(self) -> None:
+        self._closed = True
+
+    async def _until_closed(
+        self, stream: AsyncGenerator[bytes, None]
+    ) -> AsyncGenerator[bytes, None]:
+        async for chunk in stream:
+            yield chunk
+        if not self._closed:
+            raise MultiPartException("it ends without the closing boundary line ('--<boundary>--')")
+
+
+async def read_payload(
+    request: Request,
+    max_images: int,
+    max_body_bytes: int,
+    fields: tuple[str, ...] = MULTIPART_FIELDS,
+) -> RawPayload:
+    """The body as sent; ``fields`` are the multipart option fields this route accepts."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
-        return await _read_multipart(request, max_images)
+        return await _read_multipart(request, max_images, max_body_bytes, fields)
     if content_type.startswith("image/"):
-        return RawPayload(images=[await request.body()])
+        return RawPayload(images=[await _read_body(request, max_body_bytes)])
     if content_type == "application/json" or content_type.endswith("+json"):
-        return RawPayload(json_body=await request.body())
+        return RawPayload(json_body=await _read_body(request, max_body_bytes))
     raise UnsupportedMediaType(
         "send multipart/form-data with 'file' parts, a raw image with an image/* content type, "
         'or application/json {"images": [...]}',
@@ -85,65 +139,104 @@ async def read_payload(request: Request, max_images: int) -> RawPayload:
     )
 
 
-async def _read_multipart(request: Request, max_images: int) -> RawPayload:
+async def _read_body(request: Request, max_body_bytes: int) -> bytes:
+    """The body with its Content-Encoding (gzip, deflate, identity) undone, bounded."""
+    body = await request.body()
+    encoding = request.headers.get("content-encoding")
+    if encoding is None:
+        return body
+    return await run_in_threadpool(decode_content, body, encoding, max_body_bytes)
+
+
+async def _one_chunk(data: bytes) -> AsyncGenerator[bytes, None]:
+    yield data
+
+
+async def _read_multipart(
+    request: Request, max_images: int, max_body_bytes: int, fields: tuple[str, ...]
+) -> RawPayload:
+    _, params = parse_options_header(request.headers["content-type"])
+    if not params.get(b"boundary"):
+        raise BadRequest(
+            "the multipart body could not be parsed: its Content-Type has no boundary or an "
+            "empty one (send 'multipart/form-data; boundary=<the boundary the body uses>')"
+        )
+    if request.headers.get("content-encoding") is None:
+        stream = request.stream()
+    else:
+        stream = _one_chunk(await _read_body(request, max_body_bytes))
+    # One field more than allowed, so a stray or repeated field is named rather than counted.
+    parser = _MultipartParser(request.headers, stream, max_images, len(fields) + 1)
     try:
-        form = await request.form(max_files=max_images, max_fields=len(_MULTIPART_OPTIONS))
+        async with aclosing(stream):
+            form = await parser.parse()
     except MultiPartException as exc:
-        raise BadRequest(f"the multipart body could not be parsed: {exc.message}") from exc
-    except Exception as exc:  # Starlette raises HTTPException for too many parts
-        detail = getattr(exc, "detail", "")
-        if "Too many" in str(detail):
-            raise Unprocessable(
-                f"too many parts: send at most {max_images} 'file' parts and only the fields "
-                f"{', '.join(_MULTIPART_OPTIONS)}",
-                code="too_many_images",
-            ) from exc
-        raise
-    images: list[bytes] = []
-    fields: dict[str, str] = {}
+        raise _multipart_error(exc.message, max_images, fields) from None
     try:
-        for key, value in form.multi_items():
-            if isinstance(value, UploadFile):
-                if key != "file":
-                    raise Unprocessable(
-                        f"unexpected file part {key!r}; send images as 'file' parts"
-                    )
-                images.append(await value.read())
-            elif key in _MULTIPART_OPTIONS:
-                fields[key] = value
-            else:
-                raise Unprocessable(
-                    f"unexpected form field {key!r}; allowed: file, {', '.join(_MULTIPART_OPTIONS)}"
-                )
+        images, values = await _sort_parts(form, fields)
     finally:
         await form.close()
     if not images:
         raise Unprocessable("the multipart body has no 'file' part", code="no_images")
-    return RawPayload(images=images, options=_parse_fields(fields))
+    return RawPayload(images=images, options=_parse_fields(values))
 
 
-def _parse_fields(fields: dict[str, str]) -> ClassifyOptions:
-    options = ClassifyOptions()
-    if "top_k" in fields:
-        options.top_k = _positive_int("top_k", fields["top_k"])
-    if "version" in fields:
-        options.version = _positive_int("version", fields["version"])
-    if "include_probabilities" in fields:
-        flag = fields["include_probabilities"].strip().lower()
-        if flag not in _TRUE + _FALSE:
-            raise Unprocessable("include_probabilities must be true or false")
-        options.include_probabilities = flag in _TRUE
-    return options
+def _multipart_error(message: str, max_images: int, fields: tuple[str, ...]) -> Exception:
+    """A parser message (Starlette's fixed text or ours, no client input) as our error."""
+    if message.startswith("Too many files"):
+        return Unprocessable(
+            f"too many images: send at most {max_images} 'file' {_files(max_images)}",
+            code="too_many_images",
+        )
+    if message.startswith("Too many fields"):
+        return Unprocessable(
+            f"too many form fields: besides the 'file' {_files(max_images)}, send only "
+            f"{', '.join(fields)}, each at most once",
+            code="too_many_fields",
+        )
+    return BadRequest(f"the multipart body could not be parsed: {message.rstrip('.')}")
 
 
-def _positive_int(name: str, text: str) -> int:
+def _files(max_images: int) -> str:
+    return "part" if max_images == 1 else "parts"
+
+
+async def _sort_parts(
+    form: FormData, fields: tuple[str, ...]
+) -> tuple[list[bytes], dict[str, str]]:
+    """(image bytes of the 'file' parts in order, option fields by name), or what is wrong."""
+    allowed = ", ".join(fields)
+    images: list[bytes] = []
+    values: dict[str, str] = {}
+    for key, value in form.multi_items():
+        if isinstance(value, UploadFile):
+            if key != "file":
+                raise Unprocessable(
+                    f"unexpected file part {quoted(key)}; send images as 'file' parts"
+                )
+            images.append(await value.read())
+        elif key == "file":
+            raise Unprocessable(
+                "the 'file' part must be a file upload with a filename "
+                "(e.g. curl -F file=@digit.png), not a plain form field"
+            )
+        elif key not in fields:
+            raise Unprocessable(f"unexpected form field {quoted(key)}; allowed: file, {allowed}")
+        elif key in values:
+            raise Unprocessable(
+                f"form field {key!r} was sent more than once; send each of {allowed} at most once"
+            )
+        else:
+            values[key] = value
+    return images, values
+
+
+def _parse_fields(values: dict[str, str]) -> ClassifyOptions:
     try:
-        value = int(text.strip())
-    except ValueError:
-        raise Unprocessable(f"{name} must be an integer ≥ 1") from None
-    if value < 1:
-        raise Unprocessable(f"{name} must be an integer ≥ 1")
-    return value
+        options = _FormOptions.model_validate(values)
+    except ValidationError as exc:
+        raise Unprocessable(_describe(exc)) from None
+    return ClassifyOptions(options.top_k, options.include_probabilities, options.version)
 
 
 def decode_payload(payload: RawPayload, max_images: int) -> tuple[list[bytes], ClassifyOptions]:

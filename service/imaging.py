@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import functools
 import io
+import struct
 from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, ImageFile
 
 from service.errors import InvalidImage, Unprocessable, UnsupportedMediaType
 from service.modelcard import ModelCard
@@ -47,6 +48,13 @@ ALLOWED_FORMATS: Final = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
 _ALLOWED_TEXT: Final = "JPEG, PNG, WebP, BMP or GIF"
 _EXIF_ORIENTATION: Final = 0x0112
 _WHITE: Final = (255, 255, 255)
+# What Pillow raises on malformed bytes, as opposed to a bug here. ``Image.open`` itself treats
+# SyntaxError, IndexError, TypeError and struct.error from a format plugin as "not this format";
+# reading headers, frames and pixel data adds OSError (truncated or broken data, including
+# UnidentifiedImageError), EOFError (missing frames), ValueError, and IndexError or KeyError
+# (LookupError: a table or palette index out of range).
+_MALFORMED: Final = (OSError, EOFError, SyntaxError, ValueError, TypeError, LookupError,
+                     struct.error)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -95,7 +103,7 @@ def decode_image(
         )
     try:
         image = Image.open(io.BytesIO(data), formats=[fmt])
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except _MALFORMED as exc:
         raise InvalidImage(f"the {fmt} image could not be read: its header is invalid") from exc
     width, height = image.size
     if width < 1 or height < 1:
@@ -111,7 +119,7 @@ def decode_image(
         image.draft(None, min_size)
     try:
         image.load()
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+    except _MALFORMED as exc:
         raise InvalidImage(
             f"the {fmt} image is truncated or corrupt and could not be decoded"
         ) from exc
@@ -119,12 +127,14 @@ def decode_image(
 
 
 def _check_frames(image: Image.Image, fmt: str, limits: DecodeLimits) -> None:
-    if fmt not in ("GIF", "PNG", "WEBP") or not getattr(image, "is_animated", False):
+    if fmt not in ("GIF", "PNG", "WEBP"):
         return
-    try:
+    try:  # is_animated and n_frames read every frame header: untrusted bytes
+        if not getattr(image, "is_animated", False):
+            return
         frames = int(getattr(image, "n_frames", 1))
         image.seek(0)
-    except (OSError, ValueError, EOFError, SyntaxError) as exc:
+    except _MALFORMED as exc:
         raise InvalidImage(f"the animated {fmt} image is truncated or corrupt") from exc
     if frames > limits.max_frames:
         raise Unprocessable(

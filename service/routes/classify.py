@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 
 from service.classify import DEFAULT_TOP_K, Deadline, classify_images
 from service.classify_request import (
+    MAX_TOP_K,
     ClassifyJSON,
     ClassifyOptions,
     RawPayload,
@@ -25,7 +26,8 @@ from service.settings import Settings
 router = APIRouter(tags=["classify"])
 
 TopK = Annotated[
-    int | None, Query(ge=1, le=100_000, description="Classes per image (default 5, clamped).")
+    int | None,
+    Query(ge=1, le=MAX_TOP_K, description="Classes per image (default 5, clamped)."),
 ]
 IncludeProbabilities = Annotated[
     bool | None, Query(description="Also return the full probability vector per image.")
@@ -45,7 +47,7 @@ _REQUEST_BODY: dict[str, Any] = {
                 "type": "object",
                 "properties": {
                     "file": {"type": "array", "items": {"type": "string", "format": "binary"}},
-                    "top_k": {"type": "integer", "minimum": 1},
+                    "top_k": {"type": "integer", "minimum": 1, "maximum": MAX_TOP_K},
                     "include_probabilities": {"type": "boolean"},
                     "version": {"type": "integer", "minimum": 1},
                 },
@@ -110,7 +112,9 @@ async def classify_request(
     executor: Any,
 ) -> JSONResponse:
     """Read the body here (async), do everything CPU-bound on the inference executor."""
-    payload: RawPayload = await read_payload(request, settings.max_images_per_request)
+    payload: RawPayload = await read_payload(
+        request, settings.max_images_per_request, settings.max_body_bytes
+    )
     limits = DecodeLimits(settings.max_pixels, settings.max_frames)
 
     def work(deadline: Deadline) -> dict[str, Any]:

@@ -25,6 +25,9 @@ from service.routes.classify import IncludeProbabilities, TopK
 
 router = APIRouter(tags=["compare"])
 
+# Multipart option fields: no 'version', compare uses each model's serving version.
+_FIELDS = ("top_k", "include_probabilities")
+
 Models = Annotated[
     list[str] | None,
     Query(description="Models to compare, repeated or comma-separated (default: all loaded)."),
@@ -35,8 +38,6 @@ def _read_body(payload: RawPayload) -> tuple[bytes, ClassifyOptions, list[str]]:
     """(image, options, models named in the body) from any of the three request forms."""
     if payload.json_body is None:
         images, options = decode_payload(payload, 1)
-        if options.version is not None:
-            raise Unprocessable("compare uses each model's serving version; drop 'version'")
         return images[0], options, []
     try:
         document = CompareJSON.model_validate_json(payload.json_body)
@@ -74,7 +75,7 @@ async def compare_models(
     """Each model's name, version, activation, top-k and inference time, and the total time.
     Models come from `?models=` (any body form) or the JSON body's `models`; an unknown name is
     a 404 naming it, checked before anything runs."""
-    payload = await read_payload(request, 1)
+    payload = await read_payload(request, 1, settings.max_body_bytes, _FIELDS)
     query = ClassifyOptions(top_k, include_probabilities)
     limits = DecodeLimits(settings.max_pixels, settings.max_frames)
 

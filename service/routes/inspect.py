@@ -48,7 +48,7 @@ async def inspect_model(
     """Send one image (multipart `file`, raw `image/*` body, or JSON base64) and get, for every
     activation site in graph order, mean, std, min, max, the fraction ≤ 0 (dead ReLU units) and
     the fraction saturated (bounded activations), plus the model's top-k classes."""
-    payload = await read_payload(request, 1)
+    payload = await read_payload(request, 1, settings.max_body_bytes)
     query = ClassifyOptions(top_k, include_probabilities, version)
     limits = DecodeLimits(settings.max_pixels, settings.max_frames)
 

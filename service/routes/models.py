@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query
 
 from service.deps import RegistryDep
 from service.errors import NotFound
@@ -11,6 +13,10 @@ from service.runtime import ModelRuntime
 from service.schemas import ErrorResponse, InputSpecOut, ModelDetail, ModelList, ModelSummary
 
 router = APIRouter(tags=["models"])
+
+Version = Annotated[
+    int | None, Query(ge=1, description="Describe this version instead of the current one.")
+]
 
 _SUMMARY_EXAMPLE = {
     "name": "tiny-relu",
@@ -84,9 +90,10 @@ def list_models(registry: RegistryDep) -> ModelList:
     responses={
         200: _example(_DETAIL_EXAMPLE),
         404: {"model": ErrorResponse, "description": "Unknown model or version."},
+        422: {"model": ErrorResponse, "description": "version is not an integer ≥ 1."},
     },
 )
-def describe_model(name: str, registry: RegistryDep, version: int | None = None) -> ModelDetail:
+def describe_model(name: str, registry: RegistryDep, version: Version = None) -> ModelDetail:
     """The full model card, the versions available, the input spec and the labels."""
     model = registry.get(name, version)
     card = model.card

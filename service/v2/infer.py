@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from service.classify import Deadline, classify_images
+from service.content_encoding import decode_content
 from service.errors import BadRequest, Unprocessable
 from service.imaging import DecodeLimits
 from service.metrics import Metrics
 from service.modelcard import LOGITS_NAME, PROBABILITIES_NAME
 from service.runtime import ModelRuntime
 from service.v2.binary import BinaryReader, split_body
-from service.v2.encoding import decode_content
 from service.v2.outputs import render_outputs, requested_outputs
 from service.v2.schemas import InferenceRequest
 from service.v2.statistics import InferenceStatistics, StageTimes

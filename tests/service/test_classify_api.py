@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import io
+import json
+import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -199,3 +203,234 @@ def test_every_tiny_model_classifies_with_a_softmax(client: TestClient, name: st
     assert vector.shape == (10,) and (vector >= 0).all()
     assert abs(vector.sum() - 1.0) <= 1e-5
     assert [e["probability"] for e in prediction["top_k"]] == sorted(vector.tolist(), reverse=True)
+
+
+# --------------------------------------------------------------------------- request parsing
+
+IMAGE_ROUTES = [
+    "/v1/classify",
+    "/v1/models/tiny-relu/classify",
+    "/v1/compare",
+    "/v1/models/tiny-relu/activations",
+]
+# An animated GIF cut inside its second frame's descriptor (Pillow: IndexError) and, six bytes
+# shorter, inside its first frame's data (Pillow: struct.error).
+TRUNCATED_ANIMATED_GIF = (
+    b"GIF89a\x08\x00\x08\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff"
+    b"\x21\xff\x0bNETSCAPE2.0\x03\x01\x00\x00\x00"
+    b"\x21\xf9\x04\x04\x00\x00\x00\x00\x2c\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02\x44\x01\x00"
+    b"\x21\xf9\x04\x04\x00\x00\x00\x00\x2c\x00\x00\x00\x00\x01\x00\x01\x00\x00"
+)
+
+
+def part(name: str, data: bytes, filename: str | None = None) -> bytes:
+    """One multipart part with boundary ``B`` (a file part when ``filename`` is given)."""
+    disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+    return f"--B\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + data + b"\r\n"
+
+
+def multipart(*parts: bytes) -> dict[str, Any]:
+    """Request kwargs for a well-formed multipart body with boundary ``B``."""
+    return {
+        "content": b"".join(parts) + b"--B--\r\n",
+        "headers": {"content-type": "multipart/form-data; boundary=B"},
+    }
+
+
+def error_of(response: Any) -> tuple[int, str, str]:
+    error = response.json()["error"]
+    return response.status_code, error["code"], error["message"]
+
+
+@pytest.mark.parametrize("route", IMAGE_ROUTES)
+@pytest.mark.parametrize(
+    "data",
+    [TRUNCATED_ANIMATED_GIF, TRUNCATED_ANIMATED_GIF[:-6]],
+    ids=["frame-2-cut", "frame-1-cut"],
+)
+def test_truncated_animated_gif_is_400_on_every_image_route(
+    client: TestClient, route: str, data: bytes
+) -> None:
+    response = client.post(route, content=data, headers={"content-type": "image/gif"})
+    assert error_of(response) == (
+        400, "invalid_image", "the animated GIF image is truncated or corrupt"
+    )  # fmt: skip
+
+
+_PNG = png(gradient_rgb(20, 20))
+_FILE = part("file", _PNG, "a.png")
+_MULTIPART = "multipart/form-data; boundary=B"
+_NOT_PARSED = "the multipart body could not be parsed: "
+# python-multipart's syntax errors, all worded so by Starlette
+_INVALID = _NOT_PARSED + "Invalid multipart data"
+_NO_BOUNDARY = (
+    _NOT_PARSED + "its Content-Type has no boundary or an empty one "
+    "(send 'multipart/form-data; boundary=<the boundary the body uses>')"
+)
+
+
+@pytest.mark.parametrize("route", IMAGE_ROUTES)
+@pytest.mark.parametrize(
+    ("content_type", "body", "message"),
+    [
+        ("multipart/form-data", b"x", _NO_BOUNDARY),
+        ("multipart/form-data; boundary=", _FILE + b"--B--\r\n", _NO_BOUNDARY),
+        ("multipart/form-data; boundary=C", _FILE + b"--B--\r\n", _INVALID),
+        (_MULTIPART, b"not a multipart body", _INVALID),
+        (_MULTIPART, b"--B\r\nContent-Type: image/png\r\n\r\n" + _PNG + b"\r\n--B--\r\n",
+         _NOT_PARSED + 'The Content-Disposition header field "name" must be provided'),
+        (_MULTIPART, b"--B\r\nX-Padding: " + b"x" * 5000 + b"\r\n" + _FILE[4:] + b"--B--\r\n",
+         _INVALID),
+        (_MULTIPART, _FILE + part("top_k", b"1" * (1024 * 1024 + 1)) + b"--B--\r\n",
+         _NOT_PARSED + "Part exceeded maximum size of 1024KB"),
+        (_MULTIPART, _FILE,
+         _NOT_PARSED + "it ends without the closing boundary line ('--<boundary>--')"),
+    ],
+    ids=["no-boundary", "empty-boundary", "wrong-boundary", "garbage", "no-disposition",
+         "header-too-large", "field-over-1mb", "unclosed"],
+)  # fmt: skip
+def test_malformed_multipart_is_400_saying_what_is_wrong(
+    client: TestClient, route: str, content_type: str, body: bytes, message: str
+) -> None:
+    response = client.post(route, content=body, headers={"content-type": content_type})
+    assert error_of(response) == (400, "bad_request", message)
+
+
+@pytest.mark.parametrize("route", IMAGE_ROUTES)
+def test_file_sent_as_a_plain_field_says_to_upload_it(client: TestClient, route: str) -> None:
+    response = client.post(route, **multipart(part("file", _PNG)))
+    assert error_of(response) == (
+        422,
+        "invalid_request",
+        "the 'file' part must be a file upload with a filename (e.g. curl -F file=@digit.png), "
+        "not a plain form field",
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "code", "message"),
+    [
+        ([("top_k", b"3"), ("version", b"1"), ("include_probabilities", b"1"), ("foo", b"x")],
+         "invalid_request",
+         "unexpected form field 'foo'; allowed: file, top_k, include_probabilities, version"),
+        ([("top_k", b"3")] * 4, "invalid_request",
+         "form field 'top_k' was sent more than once; "
+         "send each of top_k, include_probabilities, version at most once"),
+        ([("top_k", b"3")] * 5, "too_many_fields",
+         "too many form fields: besides the 'file' parts, send only "
+         "top_k, include_probabilities, version, each at most once"),
+    ],
+    ids=["unknown-field", "repeated-field", "over-the-field-limit"],
+)  # fmt: skip
+def test_too_many_fields_is_not_too_many_images(
+    client: TestClient, fields: list[tuple[str, bytes]], code: str, message: str
+) -> None:
+    body = multipart(_FILE, *(part(name, value) for name, value in fields))
+    response = client.post("/v1/models/tiny-relu/classify", **body)
+    assert error_of(response) == (422, code, message)
+
+
+def test_too_many_file_parts_is_too_many_images(model_repo: Path) -> None:
+    from conftest import make_settings, running_app
+
+    with running_app(make_settings(model_repo, max_images_per_request=2)) as client:
+        response = client.post("/v1/classify", **multipart(_FILE, _FILE, _FILE))
+    assert error_of(response) == (
+        422, "too_many_images", "too many images: send at most 2 'file' parts"
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "problem"),
+    [
+        ("top_k", 1_000_000_000, "top_k: Input should be less than or equal to 100000"),
+        ("top_k", 0, "top_k: Input should be greater than or equal to 1"),
+        ("version", 0, "version: Input should be greater than or equal to 1"),
+    ],
+)
+def test_option_bounds_are_the_same_in_query_json_and_multipart(
+    client: TestClient, name: str, value: int, problem: str
+) -> None:
+    route = "/v1/models/tiny-relu/classify"
+    in_query = client.post(
+        route, params={name: value}, content=_PNG, headers={"content-type": "image/png"}
+    )
+    in_json = client.post(route, json={"images": [base64.b64encode(_PNG).decode()], name: value})
+    in_multipart = client.post(route, **multipart(_FILE, part(name, str(value).encode())))
+    assert error_of(in_query) == (422, "invalid_request", f"invalid request: query.{problem}")
+    assert error_of(in_json) == (422, "invalid_request", f"invalid request: {problem}")
+    assert error_of(in_multipart) == (422, "invalid_request", f"invalid request: {problem}")
+
+
+@pytest.mark.parametrize("version", ["0", "-1"])
+def test_describe_model_rejects_a_version_below_one(client: TestClient, version: str) -> None:
+    response = client.get("/v1/models/tiny-relu", params={"version": version})
+    assert error_of(response) == (
+        422,
+        "invalid_request",
+        "invalid request: query.version: Input should be greater than or equal to 1",
+    )
+    assert client.get("/v1/models/tiny-relu", params={"version": "1"}).json()["version"] == 1
+
+
+def _compress(data: bytes, encoding: str) -> bytes:
+    if encoding == "gzip":
+        return gzip.compress(data)
+    return zlib.compress(data)  # deflate: the zlib format, as HTTP defines it
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_compressed_bodies_are_decoded_in_every_form(client: TestClient, encoding: str) -> None:
+    route = "/v1/models/tiny-relu/classify"
+    plain = client.post(route, content=_PNG, headers={"content-type": "image/png"})
+    as_json = json.dumps({"images": [base64.b64encode(_PNG).decode()]}).encode()
+    forms = [
+        (_PNG, "image/png"),
+        (as_json, "application/json"),
+        (multipart(_FILE)["content"], _MULTIPART),
+    ]
+    for body, content_type in forms:
+        response = client.post(
+            route,
+            content=_compress(body, encoding),
+            headers={"content-type": content_type, "content-encoding": encoding},
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["predictions"] == plain.json()["predictions"]
+
+
+def test_unknown_content_encoding_is_415(client: TestClient) -> None:
+    response = client.post(
+        "/v1/classify",
+        content=_PNG,
+        headers={"content-type": "image/png", "content-encoding": "br"},
+    )
+    assert error_of(response) == (
+        415,
+        "unsupported_content_encoding",
+        "Content-Encoding 'br' is not supported; send gzip, deflate or identity",
+    )
+
+
+def test_decompressed_body_over_the_body_limit_is_413(model_repo: Path) -> None:
+    from conftest import make_settings, running_app
+
+    bomb = gzip.compress(b"\x89PNG" + b"\x00" * 300_000)  # about 300 bytes on the wire
+    with running_app(make_settings(model_repo, max_body_bytes=200_000)) as client:
+        for content_type, body in (("image/png", bomb), (_MULTIPART, bomb)):
+            response = client.post(
+                "/v1/classify",
+                content=body,
+                headers={"content-type": content_type, "content-encoding": "gzip"},
+            )
+            assert error_of(response) == (
+                413,
+                "payload_too_large",
+                "the decompressed request body is over the limit of 200000 bytes",
+            )
+        truncated = client.post(
+            "/v1/classify",
+            content=gzip.compress(_PNG)[:-10],
+            headers={"content-type": "image/png", "content-encoding": "gzip"},
+        )
+        assert error_of(truncated) == (400, "bad_request", "the gzip body is truncated")

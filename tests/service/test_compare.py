@@ -232,9 +232,47 @@ def test_version_in_multipart_is_422(client: TestClient) -> None:
         data={"version": "1"},
     )
     assert response.status_code == 422
-    assert response.json()["error"]["message"] == (
-        "compare uses each model's serving version; drop 'version'"
+    assert response.json()["error"] == {
+        "code": "invalid_request",
+        "message": "unexpected form field 'version'; allowed: file, top_k, include_probabilities",
+    }
+
+
+def test_two_file_parts_are_too_many_images(client: TestClient) -> None:
+    data = png_bytes(pixels())
+    response = client.post(
+        "/v1/compare",
+        files=[("file", ("a.png", data, "image/png")), ("file", ("b.png", data, "image/png"))],
     )
+    assert response.status_code == 422
+    assert response.json()["error"] == {
+        "code": "too_many_images",
+        "message": "too many images: send at most 1 'file' part",
+    }
+
+
+def test_too_many_fields_lists_only_the_fields_compare_accepts(client: TestClient) -> None:
+    response = client.post(
+        "/v1/compare",
+        files={"file": ("x.png", png_bytes(pixels()), "image/png")},
+        data={"top_k": "3", "include_probabilities": "true", "version": "1", "foo": "x"},
+    )
+    assert response.status_code == 422
+    assert response.json()["error"] == {
+        "code": "too_many_fields",
+        "message": "too many form fields: besides the 'file' part, send only "
+        "top_k, include_probabilities, each at most once",
+    }
+
+
+def test_multipart_top_k_has_the_query_bound(client: TestClient) -> None:
+    image = {"file": ("x.png", png_bytes(pixels()), "image/png")}
+    in_form = client.post("/v1/compare", files=image, data={"top_k": "1000000000"})
+    in_query = client.post("/v1/compare?top_k=1000000000", files=image)
+    problem = "top_k: Input should be less than or equal to 100000"
+    assert in_form.json()["error"]["message"] == f"invalid request: {problem}"
+    assert in_query.json()["error"]["message"] == f"invalid request: query.{problem}"
+    assert in_form.status_code == in_query.status_code == 422
 
 
 @pytest.mark.parametrize(

@@ -33,6 +33,14 @@ from service.modelcard import ModelCard
 
 LIMITS = DecodeLimits(max_pixels=40_000_000, max_frames=100)
 RED, BLUE, GREEN, WHITE = (255, 0, 0), (0, 0, 255), (0, 255, 0), (255, 255, 255)
+# An 8×8 animated GIF whose second frame stops inside its image descriptor (Pillow: IndexError);
+# six bytes shorter, its first frame's data is cut too (Pillow: struct.error).
+TRUNCATED_ANIMATED_GIF = (
+    b"GIF89a\x08\x00\x08\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff"
+    b"\x21\xff\x0bNETSCAPE2.0\x03\x01\x00\x00\x00"
+    b"\x21\xf9\x04\x04\x00\x00\x00\x00\x2c\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02\x44\x01\x00"
+    b"\x21\xf9\x04\x04\x00\x00\x00\x00\x2c\x00\x00\x00\x00\x01\x00\x01\x00\x00"
+)
 
 
 def make_card(**overrides: object) -> ModelCard:
@@ -190,6 +198,20 @@ def test_empty_truncated_and_corrupt_images_are_400(data: bytes) -> None:
     with pytest.raises(InvalidImage) as info:
         decode_image(data, LIMITS)
     assert info.value.status == 400
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(TRUNCATED_ANIMATED_GIF, id="second-frame-cut"),
+        pytest.param(TRUNCATED_ANIMATED_GIF[:-6], id="first-frame-cut"),
+    ],
+)
+def test_truncated_animated_gif_is_400_not_a_crash(data: bytes) -> None:
+    with pytest.raises(InvalidImage) as info:
+        decode_image(data, LIMITS)
+    assert (info.value.status, info.value.code) == (400, "invalid_image")
+    assert info.value.message == "the animated GIF image is truncated or corrupt"
 
 
 @pytest.mark.parametrize(

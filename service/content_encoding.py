@@ -1,5 +1,5 @@
-"""Request ``Content-Encoding`` (Triton clients can gzip or deflate the body), bounded: the
-decompressed body may not exceed the same byte limit as an uncompressed one."""
+"""Request ``Content-Encoding`` (gzip or deflate; Triton clients send it) on /v1 and /v2, bounded:
+the decompressed body may not exceed the same byte limit as an uncompressed one."""
 
 from __future__ import annotations
 
