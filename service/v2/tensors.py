@@ -143,6 +143,8 @@ def _json_numbers(data: object, shape: list[int], count: int) -> NDArray[np.floa
         values = np.asarray(data)
     except (ValueError, TypeError):
         values = np.asarray([], dtype=object)  # ragged nesting: reported below
+    if values.dtype == object and values.size and _all_plain_numbers(values):
+        values = values.astype(np.float64)  # integers beyond int64 (e.g. 2**64) are still numbers
     if values.dtype.kind not in "iuf":
         raise BadRequest(
             f"input {INPUT_NAME!r}: 'data' must be an array of numbers, nested with shape "
@@ -157,6 +159,10 @@ def _json_numbers(data: object, shape: list[int], count: int) -> NDArray[np.floa
             )
         values = values.reshape(shape)
     return values.astype(np.float32)
+
+
+def _all_plain_numbers(values: NDArray[np.object_]) -> bool:
+    return all(type(v) in (int, float) for v in values.flat)
 
 
 def _read_images(item: RequestInput, raw: bytes | None, max_batch_size: int) -> list[bytes]:

@@ -15,7 +15,9 @@ from fastapi.testclient import TestClient
 from service_images import gradient_rgb, jpeg, png
 from service_reference import reference_preprocess, run_reference, softmax64
 
+from service.errors import BadRequest
 from service.modelcard import ModelCard
+from service.v2.tensors import _json_numbers
 
 NUM_CLASSES = 10
 INPUT_SHAPE = (3, 32, 32)
@@ -142,6 +144,15 @@ def test_integer_data_is_accepted_as_fp32(client: TestClient, model_repo: Path) 
     logits, _ = run_reference(model_repo / "tiny-identity" / "1" / "model.onnx", batch)
     got = np.array(outputs_of(response.json())["logits"]["data"]).reshape(1, -1)
     assert np.abs(got - logits).max() <= 1e-5
+
+
+def test_integers_beyond_int64_are_still_numbers() -> None:
+    values = _json_numbers([2**64, -(2**70), 1, 2.5], [4], 4)
+    assert values.dtype == np.float32
+    assert values.tolist() == [float(np.float32(2.0**64)), float(np.float32(-(2.0**70))), 1, 2.5]
+    for bad in ([2**64, "1", 1, 1], [2**64, True, 1, 1], [2**64, None, 1, 1]):
+        with pytest.raises(BadRequest, match="'data' must be an array of numbers"):
+            _json_numbers(bad, [4], 4)
 
 
 def test_image_input_matches_v1_classify_to_1e6(client: TestClient) -> None:
