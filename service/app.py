@@ -189,4 +189,4 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             loop.remove_signal_handler(signal.SIGHUP)
         with contextlib.suppress(Exception):
             await startup
-        app.state.executor.shutdown()
+        await asyncio.to_thread(app.state.executor.shutdown)

@@ -434,3 +434,34 @@ def test_decompressed_body_over_the_body_limit_is_413(model_repo: Path) -> None:
             headers={"content-type": "image/png", "content-encoding": "gzip"},
         )
         assert error_of(truncated) == (400, "bad_request", "the gzip body is truncated")
+
+
+def test_a_batch_holds_one_decoded_image_at_a_time(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each image is preprocessed and dropped before the next is decoded (bounded memory)."""
+    import weakref
+
+    import service.classify as classify
+
+    alive: list[weakref.ref[Image.Image]] = []
+    most_alive = 0
+    real_decode, real_preprocess = classify.decode_image, classify.preprocess_into
+
+    def decode(*args: Any, **kwargs: Any) -> Image.Image:
+        image = real_decode(*args, **kwargs)
+        alive.append(weakref.ref(image))
+        return image
+
+    def preprocess(*args: Any, **kwargs: Any) -> None:
+        nonlocal most_alive
+        most_alive = max(most_alive, sum(ref() is not None for ref in alive))
+        real_preprocess(*args, **kwargs)
+
+    monkeypatch.setattr(classify, "decode_image", decode)
+    monkeypatch.setattr(classify, "preprocess_into", preprocess)
+    images = [png(gradient_rgb(60, 40, seed=i)) for i in range(6)]
+    files = [("file", (f"{i}.png", image, "image/png")) for i, image in enumerate(images)]
+    response = client.post("/v1/models/tiny-relu/classify", files=files)
+    assert response.status_code == 200 and len(response.json()["predictions"]) == 6
+    assert (len(alive), most_alive) == (6, 1)
