@@ -10,11 +10,13 @@ rounds, so load from other processes shifts numerator and denominator alike.
 
 Sessions are built with the service's own options (service.runtime.session_options), so the
 table is the tax the service pays: intra-op threads sleep between operators instead of
-spinning. onnxruntime's default (spinning) was measured too and is not used: on this VM it was
-bimodal, the same Mish model measuring 1.26× or 1.78× ReLU in consecutive identical runs,
-while without spinning the ratios repeat within a few hundredths. Sleeping threads cost a
-wake-up per parallel operator, which weighs on activations onnxruntime runs as several
-element-wise operators.
+spinning. onnxruntime's default (spinning) was measured too and is not used: on a 2-core AMD EPYC
+VM it was bimodal, the same Mish model measuring 1.26× or 1.78× ReLU in consecutive identical
+runs, while without spinning the ratios repeat within a few hundredths; on a 2-core Xeon
+(AVX-512, 2026-12-04, 4 interleaved rounds) spinning brought Mish from 1.65× to 1.51×, ELU from
+1.54× to 1.40× (both still over the limit) and torch's Softsign from 1.45× to 1.28×. Sleeping
+threads cost a wake-up per parallel operator, which weighs on activations onnxruntime runs as
+several element-wise operators.
 
 A second pass runs single-threaded sessions and times each run in thread CPU time: the work
 itself, insensitive to being descheduled on a shared machine (``cpu ×``).
@@ -80,6 +82,7 @@ FAST_PATH = {
     "selu": "relu(λx) + depthwise-1×1(exp(min(x, 0))) (λα·e − λα, sum fused)",
     "celu": "relu(x) + depthwise-1×1(exp(min(x, 0)/α)) (α·e − α, sum fused)",
     "prelu": "x + depthwise-1×1((1−a)·relu(−x)): two NCHWc depthwise convs",
+    "softsign": "Softsign: one element-wise kernel instead of Abs, Add, Div",
     "binary_step": "HardSigmoid(2¹²⁷·x) twice (first fused into the Conv)",
 }
 

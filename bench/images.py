@@ -8,6 +8,7 @@ realistic. Deterministic from the seed.
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -57,3 +58,20 @@ def jpeg_bytes(image: Image.Image, quality: int = 90) -> bytes:
 def photo_jpegs(count: int, size: tuple[int, int], seed: int = 0) -> list[bytes]:
     """``count`` distinct photo-like JPEGs of ``size`` (width, height)."""
     return [jpeg_bytes(photo_like(*size, seed=seed + i)) for i in range(count)]
+
+
+def bits_per_pixel(jpeg: bytes) -> float:
+    """Compressed bits per pixel: how much entropy decoding a JPEG costs, whatever its size."""
+    with Image.open(io.BytesIO(jpeg)) as image:
+        return 8 * len(jpeg) / (image.width * image.height)
+
+
+def reference_photo_density() -> dict[str, float]:
+    """Bits per pixel of the real photographs scikit-learn ships (china.jpg, flower.jpg), to
+    show the generated photos are no harder to decode than real ones; empty without sklearn."""
+    try:
+        import sklearn.datasets
+    except ImportError:
+        return {}
+    folder = Path(sklearn.datasets.__file__).parent / "images"
+    return {p.name: bits_per_pixel(p.read_bytes()) for p in sorted(folder.glob("*.jpg"))}

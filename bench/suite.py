@@ -16,7 +16,7 @@ from typing import Any
 from bench import inprocess
 from bench.agreement import trained_agreement
 from bench.config import BENCH_DIR, Profile
-from bench.images import SMALL_SIZE, photo_jpegs
+from bench.images import SMALL_SIZE, bits_per_pixel, photo_jpegs, reference_photo_density
 from bench.interleaved import (
     InterleavedC1,
     InterleavedThroughput,
@@ -141,6 +141,8 @@ def run_suite(profile: Profile, command: str, log: Log = print) -> dict[str, Any
                    "torch_vs_onnxruntime_max_abs_logit_diff": torch_diff},
         "photo_size": list(profile.photo_size),
         "photo_bytes": [len(p) for p in photos],
+        "photo_bits_per_pixel": [bits_per_pixel(p) for p in photos],
+        "reference_photos_bits_per_pixel": reference_photo_density(),
         "small_bytes": [len(s) for s in small],
         "best_batch": best,
         "results": [r.as_json() for r in results],

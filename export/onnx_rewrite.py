@@ -220,6 +220,15 @@ def _prelu(b: _Builder, r: _Region, x: str, p: Mapping[str, ParamValue], c: int)
     b.op("Add", [x, b.channel_affine(negated, 1.0 - slope)], out=r.site)
 
 
+def _softsign(b: _Builder, r: _Region, x: str, p: Mapping[str, ParamValue], c: int) -> None:
+    """ONNX ``Softsign``: x / (1 + |x|) in one vectorised kernel.
+
+    torch exports Softsign as Abs, Add, Div: three element-wise passes between the two layout
+    reorders that any non-NCHWc operator needs, against one here. Measured on a 2-core Xeon
+    (AVX-512), ResNet-50 latency ÷ ReLU's: 1.29× instead of 1.43×."""
+    b.op("Softsign", [x], out=r.site)
+
+
 def _binary_step(b: _Builder, r: _Region, x: str, p: Mapping[str, ParamValue], c: int) -> None:
     # clip(2^127·x, 0, 1) is the step for every x except positive denormals; a second identical
     # HardSigmoid lifts those (2^127·2^-149 = 2^-22 > 0). Both stay in NCHWc, the first fuses.
@@ -234,6 +243,7 @@ FORMULATIONS: dict[str, Formulation] = {
     "selu": _elu_family(_SELU_SCALE, _SELU_ALPHA, divide_by_alpha=False),
     "celu": _elu_family(None, None, divide_by_alpha=True),
     "prelu": _prelu,
+    "softsign": _softsign,
     "binary_step": _binary_step,
 }
 """Catalogue name -> fast formulation. Names not listed are exported as torch wrote them."""

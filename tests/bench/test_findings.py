@@ -192,10 +192,36 @@ def test_a_missed_activation_tax_names_each_activation_with_wall_and_cpu_ratios(
              "value": 1.36, "limit": 1.3, "met": False, "margin": 0.046},
         ],
         "activation_tax": {"json": {"rows": [
-            {"activation": "relu", "final_ratio": 1.0, "final_cpu_ratio": 1.0, "met": True},
+            {"activation": "relu", "final_ratio": 1.0, "final_cpu_ratio": 1.0, "met": True,
+             "torch_ms": 31.34},
             {"activation": "mish", "final_ratio": 1.36, "final_cpu_ratio": 1.21, "met": False},
         ]}},
     }  # fmt: skip
     text = missed_explanations(report)
     assert "Over the limit: mish 1.36× wall clock, 1.21× CPU time. " in text
+    assert "ReLU's ResNet-50 takes 31.3 ms here." in text
     assert "relu" not in text and "thread wake-up" in text
+
+
+def test_a_missed_decode_target_is_measured_against_the_cheapest_decode() -> None:
+    def decode(key: str, p50: float) -> dict[str, Any]:
+        return {"key": key, "group": "decode", "p50_ms": p50}
+
+    report = {
+        "targets": [
+            {"name": "decode + preprocess ÷ naive full decode (+ resize), photo JPEG",
+             "value": 0.42, "limit": 0.25, "met": False, "margin": 0.66},
+        ],
+        "results": [decode("decode-naive", 20.0), decode("decode-1/8", 6.0),
+                    decode("decode-1/4", 7.5), decode("decode-service", 8.4)],
+        "photo_bits_per_pixel": [2.2, 2.3, 2.2],
+        "reference_photos_bits_per_pixel": {"china.jpg": 5.76, "flower.jpg": 4.19},
+    }  # fmt: skip
+    text = missed_explanations(report)
+    assert "takes 6.0 ms = 0.30× the naive full decode + preprocess (20.0 ms), already over" in text
+    assert "2.2 bits per pixel, against china.jpg 5.8, flower.jpg 4.2" in text
+    assert "1920×1280 photo: 7.5 ms" in text and "8.4 ms in all" in text
+    report["results"][1] = decode("decode-1/8", 4.0)
+    assert "0.20× the naive full decode + preprocess (20.0 ms), under the 0.25× limit" in (
+        missed_explanations(report)
+    )
