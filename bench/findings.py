@@ -281,7 +281,16 @@ def _tax_split(report: dict[str, Any]) -> str:
     relu = next((r for r in rows if r.get("activation") == "relu"), None)
     relu_ms = relu.get("torch_ms") if relu else None
     speed = f"ReLU's ResNet-50 takes {relu_ms:.1f} ms here. " if relu_ms else ""
-    return "Over the limit: " + "; ".join(parts) + ". " + speed
+    limit = float(tax["json"].get("target_ratio", 1.3))
+    worst_cpu = max(over, key=lambda r: r["final_cpu_ratio"])
+    work = (
+        f"In single-thread CPU time every one of them is within {limit}× (the most, "
+        f"{worst_cpu['activation']}, {worst_cpu['final_cpu_ratio']:.2f}×): the work is in "
+        "budget, the excess is the two threads meeting between operators. "
+        if worst_cpu["final_cpu_ratio"] <= limit
+        else ""
+    )
+    return "Over the limit: " + "; ".join(parts) + ". " + speed + work
 
 
 def _decode_floor(report: dict[str, Any], limit: float) -> str:

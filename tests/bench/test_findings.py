@@ -200,6 +200,9 @@ def test_a_missed_activation_tax_names_each_activation_with_wall_and_cpu_ratios(
     text = missed_explanations(report)
     assert "Over the limit: mish 1.36× wall clock, 1.21× CPU time. " in text
     assert "ReLU's ResNet-50 takes 31.3 ms here." in text
+    assert "every one of them is within 1.3× (the most, mish, 1.21×)" in text
+    report["activation_tax"]["json"]["rows"][1]["final_cpu_ratio"] = 1.31
+    assert "every one of them" not in missed_explanations(report)
     assert "relu" not in text and "thread wake-up" in text
 
 
