@@ -101,22 +101,6 @@ class Classification:
         }
 
 
-def decode_images(
-    images: Sequence[bytes],
-    limits: DecodeLimits,
-    *,
-    min_size: tuple[int, int] | None,
-    deadline: Deadline | None = None,
-) -> list[Image.Image]:
-    """Decode every image (reduced-scale JPEG decode down to ``min_size``); ServiceErrors."""
-    decoded = []
-    for data in images:
-        decoded.append(decode_image(data, limits, min_size=min_size))
-        if deadline is not None:
-            deadline.check()
-    return decoded
-
-
 def classify_decoded(
     model: ModelRuntime,
     decoded: Sequence[Image.Image],

@@ -14,12 +14,11 @@ from service.classify import (
     Classification,
     Deadline,
     classify_decoded,
-    decode_images,
 )
 from service.classify_request import ClassifyOptions, RawPayload, decode_payload, read_payload
 from service.deps import ExecutorDep, MetricsDep, RegistryDep, SettingsDep
 from service.errors import Unavailable, Unprocessable
-from service.imaging import DecodeLimits, draft_size
+from service.imaging import DecodeLimits, decode_image, draft_size
 from service.routes.analysis_docs import ERROR_RESPONSES, image_request_body
 from service.routes.classify import IncludeProbabilities, TopK
 
@@ -92,7 +91,7 @@ async def compare_models(
         # One decode serves every model: at the largest size any of them needs (square sizes).
         min_side = max(draft_size(runtime.card)[0] for runtime in runtimes)
         decode_started = time.perf_counter()
-        decoded = decode_images([image], limits, min_size=(min_side, min_side), deadline=deadline)
+        decoded = [decode_image(image, limits, min_size=(min_side, min_side))]
         decode_ms = (time.perf_counter() - decode_started) * 1e3
         results: list[Classification] = []
         for runtime in runtimes:
