@@ -21,7 +21,11 @@ Preprocessing (``preprocess_into`` / ``preprocess``) uses the model card only: r
 resize size, centre crop to ``input_size``, bilinear (antialiased) interpolation, mean/std. It
 matches torchvision's ``Resize(resize_size) + CenterCrop(input_size)`` on a PIL image (the crop
 is a view, not a copy), and uint8 → normalised float32 is one table lookup per channel (computed
-in float64 once per card), written straight into the NCHW batch.
+in float64 once per card), written straight into the NCHW batch. The resized image is bounded:
+when it would exceed ``MAX_RESIZED_PIXELS`` (a long thin strip resized so that its short side
+becomes ``resize_size``: a 1 KB PNG of 1 000 000 × 1 would become gigabytes), only the crop
+window is resized, straight from the source, with the same geometry (Pillow's rounding then
+differs from the full resize by at most 2 levels of 255).
 """
 
 from __future__ import annotations
@@ -45,6 +49,9 @@ Image.MAX_IMAGE_PIXELS = None
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 ALLOWED_FORMATS: Final = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
+MAX_RESIZED_PIXELS: Final = 1 << 22
+"""Largest resized image (before the centre crop) that is materialised: 12 MB of RGB, enough for
+a 64:1 panorama at a 256 resize. Past it only the crop window is resized."""
 _ALLOWED_TEXT: Final = "JPEG, PNG, WebP, BMP or GIF"
 _EXIF_ORIENTATION: Final = 0x0112
 _WHITE: Final = (255, 255, 255)
@@ -221,12 +228,22 @@ def preprocess_into(
     image: Image.Image, card: ModelCard, out: NDArray[np.float32], table: NDArray[np.float32]
 ) -> None:
     """Write one RGB image, resized/cropped/normalised, into ``out`` of shape [3, H, W]."""
-    size, (top, left) = resize_plan(image.size, card)
-    resized = image if image.size == size else image.resize(size, Image.Resampling.BILINEAR)
-    out_h, out_w = card.input_size
-    pixels = np.asarray(resized, dtype=np.uint8)[top : top + out_h, left : left + out_w]
+    pixels = _resized_crop(image, card)
     for channel in range(3):
         np.take(table[channel], pixels[:, :, channel], out=out[channel])
+
+
+def _resized_crop(image: Image.Image, card: ModelCard) -> NDArray[np.uint8]:
+    """[H, W, 3] uint8: the image resized by the card's policy, centre-cropped to input_size."""
+    size, (top, left) = resize_plan(image.size, card)
+    out_h, out_w = card.input_size
+    if size[0] * size[1] > MAX_RESIZED_PIXELS:
+        scale_x, scale_y = image.width / size[0], image.height / size[1]
+        box = (left * scale_x, top * scale_y, (left + out_w) * scale_x, (top + out_h) * scale_y)
+        window = image.resize((out_w, out_h), Image.Resampling.BILINEAR, box=box)
+        return np.asarray(window, dtype=np.uint8)
+    resized = image if image.size == size else image.resize(size, Image.Resampling.BILINEAR)
+    return np.asarray(resized, dtype=np.uint8)[top : top + out_h, left : left + out_w]
 
 
 def preprocess(image: Image.Image, card: ModelCard) -> NDArray[np.float32]:

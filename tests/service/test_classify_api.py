@@ -101,6 +101,15 @@ def test_content_type_does_not_decide_the_format(client: TestClient) -> None:
     assert response.status_code == 200
 
 
+def test_a_one_pixel_high_strip_is_classified_without_a_giant_resize(client: TestClient) -> None:
+    """1 000 000 × 1 (a 1 KB PNG) is within the pixel limit; resized whole it would be gigabytes."""
+    strip = Image.fromarray((np.arange(1_000_000) % 251).astype(np.uint8)[None, :], "L")
+    response = client.post("/v1/classify", files={"file": ("strip.png", png(strip), "image/png")})
+    assert response.status_code == 200, response.text
+    (prediction,) = response.json()["predictions"]
+    assert 0.0 < prediction["top_k"][0]["probability"] <= 1.0
+
+
 def test_top_k_default_clamp_and_body_over_query(client: TestClient) -> None:
     data = png(gradient_rgb())
     headers = {"content-type": "image/png"}

@@ -20,8 +20,10 @@ from service_images import (
 )
 from service_reference import reference_preprocess
 
+from service import imaging
 from service.errors import InvalidImage, Unprocessable, UnsupportedMediaType
 from service.imaging import (
+    MAX_RESIZED_PIXELS,
     DecodeLimits,
     decode_image,
     draft_size,
@@ -238,6 +240,46 @@ def test_preprocess_matches_resize_then_centre_crop(size: tuple[int, int]) -> No
     assert got.shape == (1, 3, 32, 32) and got.dtype == np.float32
     expected = reference_preprocess(image, card)
     assert np.abs(got - expected).max() <= 1e-5
+
+
+@pytest.mark.parametrize("size", [(1_000_000, 1), (1, 400_000), (60_000, 3)])
+def test_a_thin_strip_never_materialises_its_resized_image(
+    size: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Resized so its short side is 256, a 1 000 000 × 1 strip would be 256 000 000 × 256 (750 GB
+    of RGB): only the crop window is resized."""
+    card = make_card(resize_size=256, input_size=(224, 224))
+    outputs: list[tuple[int, int]] = []
+    real_resize = Image.Image.resize
+
+    def spy(
+        self: Image.Image, size: tuple[int, int], *args: object, **kwargs: object
+    ) -> Image.Image:
+        outputs.append(size)
+        return real_resize(self, size, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Image.Image, "resize", spy)
+    strip = (np.arange(size[0] * size[1]) % 251).astype(np.uint8)
+    image = Image.fromarray(strip.reshape(size[1], size[0]), "L").convert("RGB")
+    got = preprocess(image, card)
+    assert got.shape == (1, 3, 224, 224) and np.isfinite(got).all()
+    assert outputs == [(224, 224)]
+
+
+@pytest.mark.parametrize("size", [(300, 40), (40, 300), (97, 13), (500, 500)])
+def test_resizing_only_the_crop_window_matches_the_full_resize(
+    size: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bounded path (forced here by a tiny bound) has the full resize's geometry; Pillow's
+    rounding may differ by at most 2 levels of 255 (so 2 / 255 / std in normalised units)."""
+    card = make_card()
+    image = gradient_rgb(*size, seed=size[1])
+    monkeypatch.setattr(imaging, "MAX_RESIZED_PIXELS", 1)
+    got = preprocess(image, card)
+    expected = reference_preprocess(image, card)
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).max() <= 2 / 255 / min(card.std) + 1e-6
+    assert MAX_RESIZED_PIXELS >= 64 * 256 * 256  # a 64:1 panorama at a 256 resize stays exact
 
 
 def test_normalisation_of_a_flat_colour_is_exact() -> None:
