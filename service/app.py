@@ -21,6 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from service import activation_api
@@ -133,6 +134,8 @@ def _count_rejections(app: FastAPI, metrics: Metrics) -> None:
             return exc.code
         if isinstance(exc, RequestValidationError):
             return "invalid_request"
+        if isinstance(exc, ClientDisconnect) or isinstance(exc.__cause__, ClientDisconnect):
+            return "client_disconnected"
         if isinstance(exc, StarletteHTTPException):
             return {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return "internal_error"

@@ -301,3 +301,46 @@ def test_health_answers_and_capacity_sheds_while_inference_is_saturated(
                 ).status_code
                 == 200
             )
+
+
+def _hang_up_mid_body(port: int, path: str, content_type: bytes, start: bytes) -> None:
+    """Declare a 100 000-byte body, send its well-formed ``start``, close the connection."""
+    head = (
+        b"POST " + path.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Type: " + content_type
+        + b"\r\nContent-Length: 100000\r\n\r\n"
+    )  # fmt: skip
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head + start)
+        time.sleep(0.2)  # the server is now waiting for the rest of the body
+
+
+def test_a_client_hanging_up_mid_upload_is_not_a_server_error(
+    model_repo: Path, tmp_path: Path
+) -> None:
+    part = b'--x\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n'
+    uploads = [
+        ("/v1/models/tiny-relu/classify", b"image/png", GOOD_PNG[:1000]),
+        ("/v1/classify", b"multipart/form-data; boundary=x", part + GOOD_PNG[:1000]),
+        ("/v2/models/tiny-relu/infer", b"application/json", b'{"inputs": [{"name": "input"'),
+        ("/v1/activations/relu/eval", b"application/json", b'{"x": [1, 2, 3'),
+    ]
+    with uvicorn_server(model_repo, tmp_path) as server:
+        for path, content_type, start in uploads:
+            _hang_up_mid_body(server.port, path, content_type, start)
+        with server.client() as client:
+
+            def counted() -> str:
+                text = client.get("/metrics").text
+                rejected = 'actlab_rejections_total{reason="client_disconnected"} '
+                return text if f"{rejected}{float(len(uploads))}" in text else ""
+
+            _wait_for(counted, timeout_s=20)
+            metrics = counted()
+            assert 'status="500"' not in metrics and "internal_error" not in metrics
+            counts = [
+                line for line in metrics.splitlines() if line.startswith("actlab_requests_total{")
+            ]
+            assert sum('status="499"} 1.0' in line for line in counts) == len(uploads)
+            assert client.get("/health/ready").status_code == 200
+    log = next(tmp_path.glob("uvicorn-*.log")).read_text()
+    assert "Traceback" not in log and "unhandled error" not in log
