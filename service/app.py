@@ -3,7 +3,8 @@
 Models load in the lifespan, in a background thread, so ``/health/live`` answers at once and
 ``/health/ready`` turns 200 when every startup model is warm. SIGHUP (and optional polling)
 reloads the repository off the event loop. Middleware, outermost first: metrics → CORS →
-API key → body size limit → the routes (errors rendered by ``service.errors``).
+API key → body size limit → request decompression (/v1/activations) → the routes (errors
+rendered by ``service.errors``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from starlette.responses import Response
 
 from service import activation_api
 from service.auth import ApiKeyMiddleware
+from service.content_encoding import DecompressBodyMiddleware
 from service.errors import ServiceError, install_error_handlers
 from service.head import HeadAsGetMiddleware
 from service.inspect import InspectionCache
@@ -72,6 +74,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _count_rejections(app, app.state.metrics)
 
     reject = _rejection_counter(app.state.metrics)
+    app.add_middleware(
+        DecompressBodyMiddleware,
+        limits={"/v1/activations/": activation_api.MAX_BODY_BYTES},
+        on_reject=reject,
+    )
     app.add_middleware(
         BodySizeLimitMiddleware,
         max_body_bytes=settings.max_body_bytes,

@@ -34,7 +34,7 @@ from starlette.datastructures import FormData, Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from service.content_encoding import decode_content
-from service.errors import BadRequest, Unprocessable, UnsupportedMediaType, quoted
+from service.errors import BadRequest, Unprocessable, UnsupportedMediaType, invalid_body, quoted
 
 MAX_TOP_K: Final = 100_000
 MULTIPART_FIELDS: Final = ("top_k", "include_probabilities", "version")
@@ -235,7 +235,7 @@ def _parse_fields(values: dict[str, str]) -> ClassifyOptions:
     try:
         options = _FormOptions.model_validate(values)
     except ValidationError as exc:
-        raise Unprocessable(_describe(exc)) from None
+        raise invalid_body(exc) from None
     return ClassifyOptions(options.top_k, options.include_probabilities, options.version)
 
 
@@ -247,7 +247,7 @@ def decode_payload(payload: RawPayload, max_images: int) -> tuple[list[bytes], C
         try:
             document = ClassifyJSON.model_validate_json(payload.json_body)
         except ValidationError as exc:
-            raise Unprocessable(_describe(exc)) from None
+            raise invalid_body(exc) from None
         images = [decode_base64(item, index) for index, item in enumerate(document.images)]
         options = ClassifyOptions(document.top_k, document.include_probabilities, document.version)
     if len(images) > max_images:
@@ -281,11 +281,3 @@ def decode_base64(item: str, index: int) -> bytes:
 
 def _pad(raw: bytes) -> bytes:
     return raw + b"=" * (-len(raw) % 4)
-
-
-def _describe(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors()[:10]:
-        loc = ".".join(str(p) for p in err.get("loc", ())) or "body"
-        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
-    return "invalid request: " + "; ".join(parts)

@@ -1,11 +1,20 @@
 """Request ``Content-Encoding`` (gzip or deflate; Triton clients send it) on /v1 and /v2, bounded:
-the decompressed body may not exceed the same byte limit as an uncompressed one."""
+the decompressed body may not exceed the same byte limit as an uncompressed one.
+
+The image routes and /v2 undo it in their own body readers (``decode_content``); routes whose
+JSON body FastAPI parses (/v1/activations) get it undone by ``DecompressBodyMiddleware`` first.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import zlib
+from collections.abc import Callable, Mapping
 
-from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, quoted
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.errors import BadRequest, PayloadTooLarge, ServiceError, UnsupportedMediaType, quoted
+from service.limits import send_error
 
 _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
@@ -43,3 +52,68 @@ def decode_content(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
             raise BadRequest(
                 f"the body has {len(remaining)} bytes after the end of its deflate stream"
             )
+
+
+class DecompressBodyMiddleware:
+    """For paths under a prefix of ``limits``: a body sent with a Content-Encoding is read whole
+    (the body size limit outside this middleware bounds it), inflated off the event loop to at
+    most the prefix's limit, and handed on as a plain body; an encoding other than gzip, deflate
+    or identity is a 415, bad or truncated data a 400, too much decompressed data a 413."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        limits: Mapping[str, int],
+        on_reject: Callable[[str], None] | None = None,
+    ) -> None:
+        self.app = app
+        self.limits = dict(limits)
+        self.on_reject = on_reject
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        limit = next((v for prefix, v in self.limits.items() if path.startswith(prefix)), None)
+        encoding = _header(scope, b"content-encoding")
+        if limit is None or encoding is None or encoding.strip().lower() == "identity":
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":  # the route reports it as it always does
+                await self.app(scope, _replay(message, receive), send)
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        try:
+            body = await asyncio.to_thread(decode_content, b"".join(chunks), encoding, limit)
+        except ServiceError as error:
+            if self.on_reject is not None:
+                self.on_reject(error.code)
+            await send_error(scope, receive, send, error)
+            return
+        headers = [(k, v) for k, v in scope["headers"] if k not in _REPLACED]
+        headers.append((b"content-length", str(len(body)).encode()))
+        plain = {"type": "http.request", "body": body, "more_body": False}
+        await self.app({**scope, "headers": headers}, _replay(plain, receive), send)
+
+
+_REPLACED = (b"content-encoding", b"content-length", b"transfer-encoding")
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+def _replay(first: Message, receive: Receive) -> Receive:
+    """``first``, then whatever the connection sends next (a disconnect)."""
+    pending = [first]
+
+    async def replayed() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replayed

@@ -14,6 +14,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
@@ -98,6 +99,22 @@ CLIENT_CLOSED_REQUEST = 499
 server error. Nothing is sent: there is no one to send it to."""
 
 
+def invalid_body(exc: ValidationError, *, what: str = "request", status: int = 422) -> ServiceError:
+    """A JSON body pydantic rejected, as the client should see it: 400 ``invalid_json`` with the
+    parser's reason and position when the bytes are not JSON at all, else ``status``
+    ``invalid_request`` naming each bad field (at most 10) and never its value."""
+    errors = exc.errors()
+    syntax = next((e for e in errors if e["type"] == "json_invalid"), None)
+    if syntax is not None:  # serde_json's fixed text and position ("EOF while parsing a list at
+        reason = (syntax.get("ctx") or {}).get("error", "it could not be parsed")  # line 1 …")
+        return BadRequest(f"the request body is not valid JSON: {reason}", code="invalid_json")
+    parts = []
+    for err in errors[:10]:
+        loc = ".".join(str(p) for p in err.get("loc", ())) or "body"
+        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
+    return Unprocessable(f"invalid {what}: " + "; ".join(parts), status=status)
+
+
 def error_body(error: ServiceError, *, protocol: str = "v1") -> dict[str, object]:
     if protocol == "v2":
         return {"error": error.message}
@@ -163,6 +180,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        syntax = next((e for e in exc.errors() if e.get("type") == "json_invalid"), None)
+        if syntax is not None:  # FastAPI's json.loads: its fixed reason, the character offset
+            reason = (syntax.get("ctx") or {}).get("error", "it could not be parsed")
+            position = syntax.get("loc", ("body", None))[-1]
+            where = f" at character {position}" if isinstance(position, int) else ""
+            message = f"the request body is not valid JSON: {reason}{where}"
+            return render(request, BadRequest(message, code="invalid_json"))
         status = 400 if _protocol_of(request) == "v2" else 422
         return render(request, Unprocessable(_describe_validation(exc), status=status))
 
@@ -178,13 +202,20 @@ def install_error_handlers(app: FastAPI) -> None:
             message = _unparsable_body_message(exc.detail)
         if exc.status_code == 404 and _route_without_slash_exists(request):
             message = "no such route; remove the trailing slash (routes never end in one)"
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405 and "Allow" in headers:
+            allowed = [m.strip() for m in headers["Allow"].split(",")]
+            if "GET" in allowed and "HEAD" not in allowed:  # service.head serves HEAD as GET
+                allowed.append("HEAD")
+            headers["Allow"] = ", ".join(allowed)
+            message = f"{message}; allowed: {headers['Allow']}"
         return render(
             request,
             ServiceError(
                 message,
                 status=exc.status_code,
                 code=codes.get(exc.status_code, "http_error"),
-                headers=dict(exc.headers or {}) or None,  # e.g. Allow on a 405
+                headers=headers or None,  # e.g. Allow on a 405
             ),
         )
 

@@ -17,7 +17,7 @@ from service.classify import (
 )
 from service.classify_request import ClassifyOptions, RawPayload, decode_payload, read_payload
 from service.deps import ExecutorDep, MetricsDep, RegistryDep, SettingsDep
-from service.errors import Unavailable, Unprocessable
+from service.errors import Unavailable, invalid_body
 from service.imaging import DecodeLimits, decode_image, draft_size
 from service.routes.analysis_docs import ERROR_RESPONSES, image_request_body
 from service.routes.classify import IncludeProbabilities, TopK
@@ -41,10 +41,7 @@ def _read_body(payload: RawPayload) -> tuple[bytes, ClassifyOptions, list[str]]:
     try:
         document = CompareJSON.model_validate_json(payload.json_body)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()[:10]
-        )
-        raise Unprocessable(f"invalid request: {problems}") from None
+        raise invalid_body(exc) from None
     options = ClassifyOptions(document.top_k, document.include_probabilities)
     return document.image_bytes(), options, document.models or []
 

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from service.classify import Deadline, classify_images
 from service.content_encoding import decode_content
-from service.errors import BadRequest, Unprocessable
+from service.errors import BadRequest, Unprocessable, invalid_body
 from service.imaging import DecodeLimits
 from service.metrics import Metrics
 from service.modelcard import LOGITS_NAME, PROBABILITIES_NAME
@@ -57,15 +57,7 @@ def parse_request(json_part: bytes) -> InferenceRequest:
     try:
         return InferenceRequest.model_validate_json(json_part)
     except ValidationError as exc:
-        raise BadRequest(_describe(exc)) from None
-
-
-def _describe(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors()[:10]:
-        loc = ".".join(str(p) for p in err.get("loc", ())) or "body"
-        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
-    return "invalid inference request: " + "; ".join(parts)
+        raise invalid_body(exc, what="inference request", status=400) from None
 
 
 def infer(
@@ -101,7 +93,7 @@ def _infer(
     try:
         request = parse_request(json_part)
     except BadRequest as exc:
-        if body.header_length is None and "Invalid JSON: trailing characters" in exc.message:
+        if body.header_length is None and "not valid JSON: trailing characters" in exc.message:
             raise BadRequest(  # most likely binary tensor data after the JSON, with no header
                 f"{exc.message}; a body with binary tensor data after its JSON needs the "
                 "Inference-Header-Content-Length header (the JSON part's length in bytes)"

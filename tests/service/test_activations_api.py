@@ -6,8 +6,10 @@ module, one scalar at a time: they never call the catalogue, so a wrong catalogu
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
+import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -15,6 +17,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from service.activation_api import MAX_BODY_BYTES
 from service.activations import CATALOGUE, CatalogueError
 from service.app import create_app
 from service.errors import quoted
@@ -824,14 +827,68 @@ def test_a_long_unknown_name_gives_a_short_404(client: TestClient) -> None:
         assert len(response.content) < 500 and "aaaa" not in response.text
 
 
-def test_invalid_json_is_422(client: TestClient) -> None:
+@pytest.mark.parametrize(
+    ("encoding", "compress"), [("gzip", gzip.compress), ("deflate", zlib.compress)]
+)
+def test_a_compressed_eval_body_is_decoded(
+    client: TestClient, encoding: str, compress: Callable[[bytes], bytes]
+) -> None:
+    plain = client.post("/v1/activations/mish/eval", json={"x": [-2.0, 0.5, 3.0]})
+    response = client.post(
+        "/v1/activations/mish/eval",
+        content=compress(b'{"x": [-2.0, 0.5, 3.0]}'),
+        headers={"content-type": "application/json", "content-encoding": encoding},
+    )
+    assert response.status_code == 200 and response.json() == plain.json()
+
+
+@pytest.mark.parametrize(
+    ("encoding", "body", "status", "code"),
+    [
+        ("br", b'{"x": [1]}', 415, "unsupported_content_encoding"),
+        ("gzip", b'{"x": [1]}', 400, "bad_request"),
+        ("gzip", gzip.compress(b'{"x": [1]}')[:-6], 400, "bad_request"),
+        ("gzip", gzip.compress(b'{"x": [' + b"1," * MAX_BODY_BYTES + b"1]}"), 413,
+         "payload_too_large"),
+    ],
+)  # fmt: skip
+def test_a_bad_compressed_eval_body_says_what_is_wrong(
+    client: TestClient, encoding: str, body: bytes, status: int, code: str
+) -> None:
+    """Unknown encodings, data that is not what it says, and a small body that inflates past the
+    activation routes' limit (a zip bomb) are rejected before any JSON is parsed."""
     response = client.post(
         "/v1/activations/relu/eval",
-        content=b"{x: [1,",
-        headers={"content-type": "application/json"},
+        content=body,
+        headers={"content-type": "application/json", "content-encoding": encoding},
     )
-    assert response.status_code == 422
-    assert response.json()["error"]["code"] == "invalid_request"
+    assert (response.status_code, response.json()["error"]["code"]) == (status, code)
+    assert client.post("/v1/activations/relu/eval", json={"x": [1.0]}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("route", "body", "message"),
+    [
+        ("/v1/activations/relu/eval", b"{x: [1,",
+         "the request body is not valid JSON: Expecting property name enclosed in double quotes "
+         "at character 1"),
+        ("/v1/activations/relu/eval", b'{"x": [1, 2', "the request body is not valid JSON: "
+         "Expecting ',' delimiter at character 11"),
+        ("/v1/classify", b'{"images": [', "the request body is not valid JSON: EOF while parsing "
+         "a list at line 1 column 12"),
+        ("/v1/compare", b'{"image": "a"} x', "the request body is not valid JSON: trailing "
+         "characters at line 1 column 16"),
+        ("/v1/models/tiny-relu/activations", b"not json", "the request body is not valid JSON: "
+         "expected ident at line 1 column 2"),
+    ],
+)  # fmt: skip
+def test_a_body_that_is_not_json_is_400_with_where_parsing_stopped(
+    client: TestClient, route: str, body: bytes, message: str
+) -> None:
+    """The same status, code and kind of message on every JSON route, whoever parses it."""
+    response = client.post(route, content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    assert response.json()["error"] == {"code": "invalid_json", "message": message}
 
 
 def test_openapi_documents_examples(client: TestClient) -> None:

@@ -38,7 +38,7 @@ BAD_REQUESTS: list[tuple[str, dict[str, Any], int, str]] = [
     ("json-no-images", {"json": {"images": []}}, 422, "invalid_request"),
     ("json-unknown-field", {"json": {"images": ["aa"], "colour": "red"}}, 422, "invalid_request"),
     ("json-broken", {"content": b"{not json", "headers": {"content-type": "application/json"}},
-     422, "invalid_request"),
+     400, "invalid_json"),
     ("too-many-images", {"json": {"images": [base64.b64encode(GOOD_PNG).decode()] * 4}}, 422,
      "too_many_images"),
     ("multipart-no-file", {"files": [("other", ("a.png", GOOD_PNG, "image/png"))]}, 422,

@@ -27,8 +27,8 @@ def test_head_on_a_post_only_route_is_405_with_allow(client: TestClient) -> None
 
 @pytest.mark.parametrize(
     ("method", "path", "allow"),
-    [("GET", "/v1/classify", "POST"), ("POST", "/v1/models", "GET"),
-     ("DELETE", "/v2/models/tiny-relu/infer", "POST")],
+    [("GET", "/v1/classify", "POST"), ("POST", "/v1/models", "GET, HEAD"),
+     ("DELETE", "/v2/models/tiny-relu/infer", "POST"), ("PUT", "/metrics", "GET, HEAD")],
 )  # fmt: skip
 def test_405_names_the_allowed_methods(
     client: TestClient, method: str, path: str, allow: str
@@ -38,7 +38,7 @@ def test_405_names_the_allowed_methods(
     assert response.headers["allow"] == allow
     body = response.json()
     message = body["error"] if path.startswith("/v2") else body["error"]["message"]
-    assert message == "method not allowed on this route"
+    assert message == f"method not allowed on this route; allowed: {allow}"
 
 
 @pytest.mark.parametrize(

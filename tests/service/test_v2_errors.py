@@ -73,7 +73,7 @@ SHAPE_NEEDS = "model 'tiny-relu' needs [N, 3, 32, 32]"
 # (id, request, status, exact error message)
 CASES: list[tuple[str, dict[str, Any], int, str]] = [
     ("broken-json", raw(b'{"inputs": [', {"content-type": "application/json"}), 400,
-     "invalid inference request: body: Invalid JSON: EOF while parsing a list at line 1 column 12"),
+     "the request body is not valid JSON: EOF while parsing a list at line 1 column 12"),
     ("no-inputs", {"kwargs": {"json": {"id": "1"}}}, 400,
      "invalid inference request: inputs: Field required"),
     ("empty-inputs", body(), 400,
@@ -167,8 +167,7 @@ CASES: list[tuple[str, dict[str, Any], int, str]] = [
      "the Inference-Header-Content-Length header says the JSON is 99999 bytes but the body "
      f"has {len(TOO_LONG['kwargs']['content'])} bytes; it must be between 1 and the body length"),
     ("header-cuts-json", binary({"inputs": [fp32_binary(len(FP32_BYTES))]}, FP32_BYTES, "20"),
-     400, "invalid inference request: body: Invalid JSON: EOF while parsing a value at line 1 "
-     "column 20"),
+     400, "the request body is not valid JSON: EOF while parsing a value at line 1 column 20"),
     ("binary-leftover", binary({"inputs": [fp32_binary(len(FP32_BYTES))]}, FP32_BYTES + b"xx"),
      400, "the body has 2 bytes of binary data after the last tensor; the binary_data_size of "
      "the inputs must add up to the bytes after the JSON"),
@@ -269,7 +268,7 @@ def test_binary_data_without_the_header_length_says_what_is_missing(
     response = client.post(URL, content=content, headers=headers)
     assert response.status_code == 400
     message = response.json()["error"]
-    assert message.startswith("invalid inference request: body: Invalid JSON: trailing characters")
+    assert message.startswith("the request body is not valid JSON: trailing characters at line 1")
     assert message.endswith(
         "; a body with binary tensor data after its JSON needs the "
         "Inference-Header-Content-Length header (the JSON part's length in bytes)"

@@ -128,7 +128,7 @@ def test_unknown_routes_and_methods_render_the_v2_error_shape(client: TestClient
     response = client.get("/v2/models/tiny-relu/infer")
     assert (response.status_code, response.json()) == (
         405,
-        {"error": "method not allowed on this route"},
+        {"error": "method not allowed on this route; allowed: POST"},
     )
     response = client.get("/v2/nothing/here")
     assert (response.status_code, response.json()) == (404, {"error": "no such route"})
