@@ -29,7 +29,7 @@ from service.activations import (
     ParamValue,
     get_activation,
 )
-from service.errors import NotFound, Unprocessable
+from service.errors import NotFound, Unprocessable, quoted
 
 
 def find_activation(name: str) -> Activation:
@@ -62,9 +62,11 @@ def resolve_params(activation: Activation, given: dict[str, Any]) -> dict[str, P
     unknown = [key for key in given if key not in known]
     if unknown:
         allowed = ", ".join(known) if known else "none"
+        named = ", ".join(quoted(key, 32) for key in unknown[:5])
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        noun = "parameter" if len(unknown) == 1 else "parameters"
         raise Unprocessable(
-            f"{activation.name!r} got {len(unknown)} unknown parameter name(s); "
-            f"its parameters are: {allowed}",
+            f"{activation.name!r} has no {noun} {named}{more}; its parameters are: {allowed}",
             code="invalid_params",
         )
     try:

@@ -575,7 +575,18 @@ def test_non_finite_range_is_422(client: TestClient, field: str) -> None:
         (
             {"x": [1.0], "params": {"alpah": 1.0, "other": 2}},
             "invalid_params",
-            "'elu' got 2 unknown parameter name(s); its parameters are: alpha",
+            "'elu' has no parameters 'alpah', 'other'; its parameters are: alpha",
+        ),
+        (
+            {"x": [1.0], "params": {"beta": 1.0}},
+            "invalid_params",
+            "'elu' has no parameter 'beta'; its parameters are: alpha",
+        ),
+        (
+            {"x": [1.0], "params": {f"p{i}": 1 for i in range(7)} | {"q" * 100: 1}},
+            "invalid_params",
+            f"'elu' has no parameters 'p0', 'p1', 'p2', 'p3', 'p4' and 3 more; its parameters "
+            "are: alpha",
         ),
     ],
 )
