@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -33,6 +33,7 @@ from service.head import HeadAsGetMiddleware
 from service.inspect import InspectionCache
 from service.limits import BodyLimitExceeded, BodySizeLimitMiddleware
 from service.metrics import Metrics, MetricsMiddleware
+from service.query_params import reject_unknown_query_parameters
 from service.registry import ModelRegistry
 from service.reloading import Reloader, install_sighup, poll_repository
 from service.routes import ROUTERS
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # No 307 to the slash-less path: its absolute http:// Location breaks behind a TLS proxy,
         # and clients should call the documented path; the 404 says what to change.
         redirect_slashes=False,
+        dependencies=[Depends(reject_unknown_query_parameters)],
     )
     app.state.settings = settings
     app.state.registry = ModelRegistry(settings)

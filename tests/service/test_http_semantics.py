@@ -75,3 +75,30 @@ def test_error_messages_quote_at_most_64_characters_of_the_clients_input(
     assert response.status_code == 404
     assert len(response.content) < 400
     assert "…" in response.text and "a" * 65 not in response.text and "9" * 65 not in response.text
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "message"),
+    [
+        ("POST", "/v1/classify?topk=3", 422,
+         "unknown query parameter 'topk'; this route takes: top_k, include_probabilities, version"),
+        ("POST", "/v1/compare?models=tiny-relu&version=2", 422,
+         "unknown query parameter 'version'; this route takes: models, top_k, "
+         "include_probabilities"),
+        ("GET", "/v1/models?limit=1&offset=2", 422,
+         "unknown query parameters 'limit', 'offset'; this route takes: no query parameters"),
+        ("GET", "/v2/models/tiny-relu?verbose=1", 400,
+         "unknown query parameter 'verbose'; this route takes: no query parameters"),
+    ],
+)  # fmt: skip
+def test_an_unknown_query_parameter_is_named_not_ignored(
+    client: TestClient, method: str, path: str, status: int, message: str
+) -> None:
+    """FastAPI would drop it: a typo or an option the route lacks would change nothing, silently."""
+    response = client.request(method, path)
+    assert response.status_code == status
+    body = response.json()
+    if path.startswith("/v2"):
+        assert body == {"error": message}
+    else:
+        assert body["error"] == {"code": "unknown_query_parameter", "message": message}
