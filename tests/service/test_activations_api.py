@@ -585,7 +585,7 @@ def test_non_finite_range_is_422(client: TestClient, field: str) -> None:
         (
             {"x": [1.0], "params": {f"p{i}": 1 for i in range(7)} | {"q" * 100: 1}},
             "invalid_params",
-            f"'elu' has no parameters 'p0', 'p1', 'p2', 'p3', 'p4' and 3 more; its parameters "
+            "'elu' has no parameters 'p0', 'p1', 'p2', 'p3', 'p4' and 3 more; its parameters "
             "are: alpha",
         ),
     ],
