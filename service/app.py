@@ -33,6 +33,7 @@ from service.head import HeadAsGetMiddleware
 from service.inspect import InspectionCache
 from service.limits import BodyLimitExceeded, BodySizeLimitMiddleware
 from service.metrics import Metrics, MetricsMiddleware
+from service.openapi_doc import finish_openapi
 from service.query_params import reject_unknown_query_parameters
 from service.registry import ModelRegistry
 from service.reloading import Reloader, install_sighup, poll_repository
@@ -99,31 +100,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(HeadAsGetMiddleware)
-    if settings.api_key:
-        _document_api_key(app)
+    finish_openapi(app, api_key=bool(settings.api_key))
     return app
-
-
-def _document_api_key(app: FastAPI) -> None:
-    """Declare the API key in the OpenAPI schema so /docs offers an Authorize button."""
-    build = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = build()
-            schema.setdefault("components", {})["securitySchemes"] = {
-                "bearer": {"type": "http", "scheme": "bearer"},
-                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
-            }
-            for path, operations in schema.get("paths", {}).items():
-                if path.endswith(("/health/live", "/health/ready")):
-                    continue
-                for operation in operations.values():
-                    operation["security"] = [{"bearer": []}, {"apiKey": []}]
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _rejection_counter(metrics: Metrics) -> Callable[[str], None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -222,6 +223,27 @@ def test_openapi_docs_have_examples_for_every_endpoint(client: TestClient) -> No
             if not _has_example(operation, spec["components"]["schemas"], set()):
                 missing.append(f"{method.upper()} {path}")
     assert missing == []
+
+
+def test_openapi_error_responses_have_the_shape_the_server_sends(client: TestClient) -> None:
+    """No FastAPI HTTPValidationError ({"detail": ...}): this server never sends it."""
+    spec = client.get("/openapi.json").json()
+    assert "HTTPValidationError" not in json.dumps(spec)
+    shapes = {}
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            for status, response in operation["responses"].items():
+                if status[0] in "45" and "/health/" not in path:
+                    schema = response["content"]["application/json"]["schema"]["$ref"]
+                    shapes[f"{method} {path} {status}"] = schema.rsplit("/", 1)[-1]
+    assert {k for k, v in shapes.items() if v != "ErrorResponse" and " /v1/" in k} == set()
+    assert {k for k, v in shapes.items() if v != "V2ErrorResponse" and " /v2/" in k} == set()
+    assert shapes["get /v1/activations/{name} 422"] == "ErrorResponse"
+    assert shapes["get /v2/models/{name} 400"] == "V2ErrorResponse"
+    assert (
+        client.get("/v1/models/tiny-relu?x=1").json()["error"]["code"] == "unknown_query_parameter"
+    )
+    assert set(client.get("/v2/models/tiny-relu?x=1").json()) == {"error"}
 
 
 def _has_example(node: object, schemas: dict[str, object], seen: set[str]) -> bool:
