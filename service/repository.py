@@ -15,6 +15,7 @@ from pathlib import Path
 from service.modelcard import DIGEST_SUFFIX, MODEL_FILENAME
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_VERSION = re.compile(r"[0-9]+")  # ASCII digits only: the names publish writes
 _DIGEST_LINE = re.compile(r"^([0-9a-fA-F]{64})(?:\s+\*?(\S+))?\s*$")
 _CHUNK = 1 << 20
 
@@ -55,8 +56,8 @@ def scan_repository(root: Path) -> dict[str, list[ModelFile]]:
             continue
         versions = []
         for version_dir in model_dir.iterdir():
-            if not (version_dir.is_dir() and version_dir.name.isdigit()):
-                continue
+            if not (version_dir.is_dir() and _VERSION.fullmatch(version_dir.name)):
+                continue  # str.isdigit() also takes '²' and '٣', which int() refuses or reads
             version = int(version_dir.name)
             model_path = version_dir / MODEL_FILENAME
             if version >= 1 and model_path.is_file():

@@ -50,6 +50,9 @@ def test_scan_finds_versions_and_ignores_junk(model_repo_copy: Path) -> None:
     (model_repo_copy / "tiny-relu" / "latest").mkdir()
     (model_repo_copy / "tiny-relu" / "0").mkdir()
     (model_repo_copy / "tiny-relu" / "5").mkdir()  # no model.onnx inside
+    for odd in ("²", "٣", "1.0", " 3"):  # not ASCII digits: never versions, never a crash
+        (model_repo_copy / "tiny-relu" / odd).mkdir()
+        (model_repo_copy / "tiny-relu" / odd / "model.onnx").write_bytes(b"x")
     (model_repo_copy / ".hidden" / "1").mkdir(parents=True)
     (model_repo_copy / "README.md").write_text("notes")
     found = scan_repository(model_repo_copy)
