@@ -1,27 +1,53 @@
 """Datasets (nothing is downloaded): ``digits``, ``shapes`` and ``imagefolder:PATH``.
 
 Every dataset becomes an in-memory ``ImageDataset``: RGB uint8 images [N, 3, H, W] already at the
-network's input size, prepared exactly as the service will prepare a request (PIL bilinear resize,
-then the card's policy), integer targets and the class labels. ``stratified_split`` makes the
-deterministic train/val split; ``channel_stats`` gives the mean/std recorded in the card.
+network's input size, integer targets and the class labels. Images are prepared by the service's
+own code (``service.imaging``), so a training pixel is the pixel the service feeds the model for
+the same file: ``decode_image`` (format sniffed from the bytes, the service's default pixel and
+frame limits, reduced-scale JPEG decoding, EXIF orientation, ``to_rgb``: alpha composited over
+white, 16-bit grey / 257) then ``preprocess_into``'s resize and centre crop for a card with the
+dataset's ``resize_size`` and input size, stopping before the mean/std normalisation.
+``stratified_split`` makes the deterministic train/val split; ``channel_stats`` gives the mean/std
+recorded in the card.
 """
 
 from __future__ import annotations
 
+import os
+import struct
+import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from export.errors import DataError
 from export.shapes import SHAPE_CLASSES, render_shapes
+from service.errors import ServiceError, UnsupportedMediaType
+from service.imaging import DecodeLimits, decode_image, draft_size, preprocess_into, to_rgb
+from service.modelcard import ModelCard
 
 DATASETS = ("digits", "shapes", "imagefolder:PATH")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
+"""Files an image folder contributes (case-insensitive): the formats the service accepts."""
+IMAGE_FORMATS = "JPEG, PNG, WebP, BMP or GIF"
+DECODE_LIMITS = DecodeLimits()
+"""The service's default limits (ACTLAB_MAX_PIXELS, ACTLAB_MAX_FRAMES): an image the service
+would refuse is refused here too, with its file name."""
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+_NO_SUFFIX = "(no extension)"
+# preprocess_into with this "normalisation" table writes the raw 0..255 values (exact in float32).
+_IDENTITY_TABLE = np.tile(np.arange(256, dtype=np.float32), (3, 1))
+# What Pillow raises on malformed pixel data that service.imaging does not already translate.
+_MALFORMED = (OSError, EOFError, SyntaxError, ValueError, TypeError, LookupError, struct.error)
+
+
+class SkippedFilesWarning(UserWarning):
+    """An image folder held files that are not images; they were left out (the CLI shows it)."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +63,9 @@ class ImageDataset:
     """The card's resize_size: shorter side before the centre crop to the input size."""
     flips: bool
     """Horizontal flips keep the class (not for digits)."""
+    skipped: tuple[tuple[str, int], ...] = ()
+    """imagefolder: files left out (not an image, or not inside a class folder), as (lower-case
+    extension, count), sorted."""
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -44,6 +73,18 @@ class ImageDataset:
 
     def __len__(self) -> int:
         return int(self.targets.shape[0])
+
+    def skipped_note(self) -> str | None:
+        """One line for the CLI about files left out of the dataset, or None if there were none."""
+        if not self.skipped:
+            return None
+        total = sum(count for _, count in self.skipped)
+        kinds = ", ".join(f"{count} {suffix}" for suffix, count in self.skipped)
+        return (
+            f"{self.name}: skipped {total} file{'s' if total != 1 else ''} that "
+            f"{'is' if total == 1 else 'are'} not an image ({' '.join(IMAGE_SUFFIXES)}) inside "
+            f"a class folder: {kinds}"
+        )
 
 
 @dataclass(frozen=True)
@@ -65,28 +106,65 @@ class Split:
         }
 
 
-def resize_and_crop(image: Image.Image, resize_size: int, crop: int) -> np.ndarray:
-    """Shorter side to ``resize_size`` (bilinear, aspect kept), then the centred crop × crop."""
-    image = image.convert("RGB")
-    w, h = image.size
-    scale = resize_size / min(w, h)
-    new_w, new_h = max(crop, round(w * scale)), max(crop, round(h * scale))
-    image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
-    left, top = (new_w - crop) // 2, (new_h - crop) // 2
-    return np.asarray(image.crop((left, top, left + crop, top + crop)), dtype=np.uint8)
+def preprocessing_card(resize_size: int, input_size: int) -> ModelCard:
+    """A card carrying only the geometry ``service.imaging`` reads (resize policy, resize size,
+    input size): what the published card will say for a model trained on this data."""
+    return ModelCard.model_construct(
+        input_size=(input_size, input_size),
+        resize_size=resize_size,
+        resize_policy="shorter_side_then_center_crop",
+    )
+
+
+def prepare_image(image: Image.Image, card: ModelCard) -> np.ndarray:
+    """uint8 [3, H, W]: ``image`` made RGB, resized and centre-cropped exactly as the service's
+    ``preprocess_into`` does for ``card``, before the mean/std normalisation."""
+    height, width = card.input_size
+    out = np.empty((3, height, width), dtype=np.float32)
+    preprocess_into(to_rgb(image), card, out, _IDENTITY_TABLE)
+    return out.astype(np.uint8)
+
+
+def read_image(path: Path, card: ModelCard) -> np.ndarray:
+    """uint8 [3, H, W] from an image file, decoded by the service's rules; ``DataError`` naming
+    the file if the service would refuse it (unknown format, corrupt, too many pixels)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read image {path}: {exc.strerror or exc}") from exc
+    try:
+        return prepare_image(decode_image(data, DECODE_LIMITS, min_size=draft_size(card)), card)
+    except UnsupportedMediaType as exc:
+        raise DataError(
+            f"cannot read image {path}: its content is not {IMAGE_FORMATS} "
+            f"(whatever its extension says)"
+        ) from exc
+    except ServiceError as exc:
+        raise DataError(f"cannot read image {path}: {exc.message}") from exc
+    except Image.DecompressionBombError as exc:  # only if something re-enabled Pillow's own limit
+        raise DataError(f"cannot read image {path}: {exc}") from exc
+    except _MALFORMED as exc:
+        raise DataError(f"cannot read image {path}: not a valid {IMAGE_FORMATS} image") from exc
 
 
 def _to_dataset(
     name: str,
-    images_hwc: np.ndarray,
+    images: np.ndarray,
     targets: np.ndarray,
     labels: tuple[str, ...],
     resize_size: int,
     flips: bool,
+    skipped: tuple[tuple[str, int], ...] = (),
 ) -> ImageDataset:
-    images = torch.from_numpy(np.ascontiguousarray(images_hwc.transpose(0, 3, 1, 2)))
+    """``images`` is uint8 [N, 3, H, W]."""
     return ImageDataset(
-        name, images, torch.from_numpy(targets.astype(np.int64)), labels, resize_size, flips
+        name,
+        torch.from_numpy(np.ascontiguousarray(images)),
+        torch.from_numpy(targets.astype(np.int64)),
+        labels,
+        resize_size,
+        flips,
+        skipped,
     )
 
 
@@ -96,56 +174,111 @@ def load_digits(image_size: int = 32) -> ImageDataset:
 
     bunch = sklearn_digits()
     raw = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)
-    images = np.stack(
-        [resize_and_crop(Image.fromarray(img, "L"), image_size, image_size) for img in raw]
-    )
+    card = preprocessing_card(image_size, image_size)
+    images = np.stack([prepare_image(Image.fromarray(img, "L"), card) for img in raw])
     labels = tuple(str(i) for i in range(10))
     return _to_dataset("digits", images, bunch.target, labels, image_size, flips=False)
 
 
 def load_shapes(image_size: int = 32, per_class: int = 300, seed: int = 0) -> ImageDataset:
     images, targets = render_shapes(per_class, image_size, seed)
-    return _to_dataset("shapes", images, targets, SHAPE_CLASSES, image_size, flips=True)
+    chw = images.transpose(0, 3, 1, 2)
+    return _to_dataset("shapes", chw, targets, SHAPE_CLASSES, image_size, flips=True)
 
 
-def _class_folders(root: Path) -> list[Path]:
-    if not root.is_dir():
-        raise DataError(f"image folder {root} does not exist or is not a directory")
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+def _visible(entries: list[str]) -> list[str]:
+    return sorted(name for name in entries if not name.startswith("."))
+
+
+def _files_below(folder: Path) -> list[Path]:
+    """Every file under ``folder``, recursively and sorted; hidden files and folders (name starts
+    with '.') are left out; symlinks are followed, each directory is visited once."""
+
+    def fail(exc: OSError) -> None:
+        raise DataError(f"cannot read folder {exc.filename}: {exc.strerror or exc}") from exc
+
+    seen: set[tuple[int, int]] = set()
+    files: list[Path] = []
+    for current, dirs, names in os.walk(folder, onerror=fail, followlinks=True):
+        stat = os.stat(current)
+        if (stat.st_dev, stat.st_ino) in seen:  # a symlink loop or a second link to a folder
+            dirs[:] = []
+            continue
+        seen.add((stat.st_dev, stat.st_ino))
+        dirs[:] = _visible(dirs)
+        files += [Path(current, name) for name in _visible(names)]
+    return sorted(path for path in files if path.is_file())
+
+
+def _suffix(path: Path) -> str:
+    return path.suffix.lower() or _NO_SUFFIX
 
 
 def load_imagefolder(
     root: Path, image_size: int = 224, resize_size: int | None = None
 ) -> ImageDataset:
-    """One sub-folder per class (sorted names are the labels), JPEG/PNG/WebP files inside."""
+    """One sub-folder per class (sorted names are the labels) holding JPEG, PNG, WebP, BMP or GIF
+    files, at any depth below it (recognised by extension, case-insensitive). Other files are
+    skipped and counted in ``ImageDataset.skipped``; hidden files and folders are ignored.
+
+    Raises ``DataError`` if the folder has no images, a class folder has none, there is only one
+    class, or an image cannot be decoded the way the service decodes it (the message names it).
+    """
     root = root.expanduser()
+    if not root.is_dir():
+        raise DataError(f"image folder {root} does not exist or is not a directory")
     resize = resize_size or round(image_size * 256 / 224)
-    labels: list[str] = []
+    try:
+        entries = [root / name for name in _visible(os.listdir(root))]
+    except OSError as exc:
+        raise DataError(f"cannot read folder {root}: {exc.strerror or exc}") from exc
+    folders = [p for p in entries if p.is_dir()]
+    skipped = Counter(_suffix(p) for p in entries if p.is_file())
     files: list[tuple[Path, int]] = []
-    for folder in _class_folders(root):
-        images = sorted(
-            p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-        )
-        if images:
-            files += [(p, len(labels)) for p in images]
-            labels.append(folder.name)
+    empty: list[str] = []
+    for target, folder in enumerate(folders):
+        found = _files_below(folder)
+        images = [p for p in found if p.suffix.lower() in IMAGE_SUFFIXES]
+        skipped.update(_suffix(p) for p in found if p.suffix.lower() not in IMAGE_SUFFIXES)
+        files += [(path, target) for path in images]
+        if not images:
+            empty.append(folder.name)
     allowed = "/".join(s.lstrip(".") for s in IMAGE_SUFFIXES)
     if not files:
         raise DataError(
             f"no images found in {root}: expected one sub-folder per class containing "
-            f"{allowed} files"
+            f"{allowed} files (at any depth)"
         )
-    if len(labels) < 2:
-        raise DataError(f"{root} has images for only one class ({labels[0]}); need at least two")
-    array = np.empty((len(files), image_size, image_size, 3), dtype=np.uint8)
+    if empty:
+        names = ", ".join(repr(name) for name in empty)
+        raise DataError(
+            f"class folder{'s' if len(empty) > 1 else ''} {names} in {root} "
+            f"{'have' if len(empty) > 1 else 'has'} no {allowed} files: a class without images "
+            "cannot be learned; add images or remove the folder"
+        )
+    if len(folders) < 2:
+        raise DataError(
+            f"{root} has images for only one class ({folders[0].name}); need at least two"
+        )
+    card = preprocessing_card(resize, image_size)
+    array = np.empty((len(files), 3, image_size, image_size), dtype=np.uint8)
     for i, (path, _) in enumerate(files):
-        try:
-            with Image.open(path) as image:
-                array[i] = resize_and_crop(image, resize, image_size)
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
-            raise DataError(f"cannot read image {path}: not a valid {allowed} image") from exc
+        array[i] = read_image(path, card)
     targets = np.array([t for _, t in files], dtype=np.int64)
-    return _to_dataset(f"imagefolder:{root.name}", array, targets, tuple(labels), resize, True)
+    labels = tuple(folder.name for folder in folders)
+    dataset = _to_dataset(
+        f"imagefolder:{root.name}",
+        array,
+        targets,
+        labels,
+        resize,
+        True,
+        tuple(sorted(skipped.items())),
+    )
+    note = dataset.skipped_note()
+    if note is not None:
+        warnings.warn(note, SkippedFilesWarning, stacklevel=2)
+    return dataset
 
 
 def load_dataset(
@@ -167,9 +300,12 @@ def load_dataset(
 
 
 def stratified_split(targets: torch.Tensor, val_fraction: float, seed: int) -> Split:
-    """Per class: shuffle with ``seed``, put round(fraction × count) (≥ 1) into val.
+    """Per class: shuffle with ``seed``, put round(fraction × count) into val, but at least one
+    image of every class with two or more, and never all of them.
 
-    Classes with a single image go to train only. Same targets and seed → same split.
+    A class with a single image goes to train only; if no class has two images there is nothing
+    to validate on and ``DataError`` says so (a card must not record an accuracy measured on no
+    images). Same targets and seed → same split.
     """
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"the validation fraction must be between 0 and 1, got {val_fraction}")
@@ -182,6 +318,11 @@ def stratified_split(targets: torch.Tensor, val_fraction: float, seed: int) -> S
         n_val = 0 if len(idx) < 2 else min(len(idx) - 1, max(1, round(val_fraction * len(idx))))
         val.append(idx[:n_val])
         train.append(idx[n_val:])
+    if not sum(len(v) for v in val):
+        raise DataError(
+            f"the dataset is too small to validate: none of its {len(np.unique(labels))} classes "
+            "has 2 or more images (one for training, one for validation); add images"
+        )
     return Split(
         torch.from_numpy(np.sort(np.concatenate(train))),
         torch.from_numpy(np.sort(np.concatenate(val))),

@@ -1,7 +1,10 @@
-"""Datasets: digits, shapes (seeded), imagefolder (images written here), split, labels."""
+"""Datasets: digits, shapes (seeded), imagefolder (images written here), split, labels.
+
+Pixel parity with the service's decoding is in test_data_imaging.py."""
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -9,12 +12,15 @@ import pytest
 import torch
 from PIL import Image
 
+import export.data as data
 from export.data import (
+    SkippedFilesWarning,
     channel_stats,
     load_dataset,
     load_imagefolder,
     load_labels,
-    resize_and_crop,
+    prepare_image,
+    preprocessing_card,
     stratified_split,
 )
 from export.errors import DataError
@@ -80,7 +86,8 @@ def write_folder(root: Path) -> dict[str, list[tuple[int, int, int]]]:
 
 def test_imagefolder_reads_jpeg_png_webp(tmp_path: Path) -> None:
     write_folder(tmp_path / "pets")
-    ds = load_dataset(f"imagefolder:{tmp_path / 'pets'}", image_size=16)
+    with pytest.warns(SkippedFilesWarning, match="skipped 1 file that is not an image"):
+        ds = load_dataset(f"imagefolder:{tmp_path / 'pets'}", image_size=16)
     assert ds.name == "imagefolder:pets"
     assert ds.labels == ("cats", "dogs")
     assert ds.targets.tolist() == [0, 0, 1, 1, 1]
@@ -89,6 +96,11 @@ def test_imagefolder_reads_jpeg_png_webp(tmp_path: Path) -> None:
     centre = ds.images[:, :, 8, 8].int()
     assert (centre[:2, 0] > 200).all() and (centre[:2, 2] < 40).all()  # red (JPEG/WebP ± loss)
     assert (centre[2:, 2] > 200).all() and (centre[2:, 0] < 40).all()  # blue
+    assert ds.skipped == ((".txt", 1),)
+    assert ds.skipped_note() == (
+        "imagefolder:pets: skipped 1 file that is not an image (.jpg .jpeg .png .webp .bmp .gif) "
+        "inside a class folder: 1 .txt"
+    )
 
 
 def test_empty_image_folder_is_an_error(tmp_path: Path) -> None:
@@ -97,7 +109,7 @@ def test_empty_image_folder_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(
         DataError,
         match=r"no images found in .*empty: expected one sub-folder per "
-        r"class containing jpg/jpeg/png/webp files",
+        r"class containing jpg/jpeg/png/webp/bmp/gif files \(at any depth\)$",
     ):
         load_dataset(f"imagefolder:{tmp_path / 'empty'}")
 
@@ -113,7 +125,14 @@ def test_missing_folder_single_class_and_corrupt_image(tmp_path: Path) -> None:
         load_imagefolder(tmp_path / "one")
     (tmp_path / "one" / "other").mkdir()
     (tmp_path / "one" / "other" / "broken.jpg").write_bytes(b"\xff\xd8 definitely not a jpeg")
-    with pytest.raises(DataError, match=r"cannot read image .*broken.jpg: not a valid"):
+    with pytest.raises(
+        DataError,
+        match=r"^cannot read image .*broken.jpg: its content is not JPEG, PNG, WebP, BMP or GIF "
+        r"\(whatever its extension says\)$",
+    ):
+        load_imagefolder(tmp_path / "one")
+    (tmp_path / "one" / "other" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"x" * 64)
+    with pytest.raises(DataError, match=r"^cannot read image .*broken.jpg: the JPEG image could"):
         load_imagefolder(tmp_path / "one")
 
 
@@ -128,12 +147,96 @@ def test_unknown_dataset_lists_choices() -> None:
         load_dataset("imagefolder:")
 
 
-def test_resize_and_crop_matches_torchvision_policy() -> None:
+def test_prepare_image_matches_torchvision_policy() -> None:
     rng = np.random.default_rng(0)
     array = rng.integers(0, 256, size=(20, 40, 3), dtype=np.uint8)  # h=20, w=40
-    got = resize_and_crop(Image.fromarray(array), 36, 32)
+    got = prepare_image(Image.fromarray(array), preprocessing_card(36, 32))
+    assert got.shape == (3, 32, 32) and got.dtype == np.uint8
     resized = np.asarray(Image.fromarray(array).resize((72, 36), Image.Resampling.BILINEAR))
-    np.testing.assert_array_equal(got, resized[2:34, 20:52])
+    np.testing.assert_array_equal(got.transpose(1, 2, 0), resized[2:34, 20:52])
+
+
+def save(path: Path, colour: tuple[int, int, int], fmt: str, size: tuple[int, int] = (12, 10)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, colour).save(path, format=fmt)
+
+
+def test_imagefolder_walks_sub_folders_and_takes_every_service_format(tmp_path: Path) -> None:
+    root = tmp_path / "flowers"
+    save(root / "red" / "a.png", (250, 0, 0), "PNG")
+    save(root / "red" / "nested" / "deeper" / "b.BMP", (250, 0, 0), "BMP")
+    save(root / "red" / "nested" / "c.gif", (250, 0, 0), "GIF")
+    save(root / "red" / "nested" / ".hidden.png", (0, 250, 0), "PNG")  # hidden: ignored
+    save(root / "red" / ".cache" / "d.png", (0, 250, 0), "PNG")  # hidden folder: ignored
+    save(root / "blue" / "x.JPEG", (0, 0, 250), "JPEG")
+    save(root / "blue" / "y.WebP", (0, 0, 250), "WEBP")
+    save(root / "blue" / "sub" / "z.jpg", (0, 0, 250), "JPEG")
+    save(root / "stray.png", (0, 250, 0), "PNG")  # not in a class folder
+    (root / "red" / "nested" / "notes.txt").write_text("x")
+    (root / "blue" / "sub" / "LICENSE").write_text("x")
+    (root / "blue" / "meta.TXT").write_text("x")
+    (root / "blue" / "raw.tiff").write_bytes(b"II*\x00")
+    (root / ".hidden" / "green").mkdir(parents=True)
+    (root / "red" / "loop").symlink_to(root / "red", target_is_directory=True)
+    with pytest.warns(SkippedFilesWarning, match="skipped 5 files"):
+        ds = load_imagefolder(root, image_size=8)
+    assert ds.labels == ("blue", "red")
+    # blue: sub/z.jpg, x.JPEG, y.WebP; red: a.png, nested/c.gif, nested/deeper/b.BMP (once).
+    assert ds.targets.tolist() == [0, 0, 0, 1, 1, 1]
+    centre = ds.images[:, :, 4, 4].int()
+    assert (centre[:3, 2] > 200).all() and (centre[:3, 0] < 40).all()
+    assert (centre[3:, 0] > 200).all() and (centre[3:, 2] < 40).all()
+    assert ds.skipped == (("(no extension)", 1), (".png", 1), (".tiff", 1), (".txt", 2))
+    assert ds.skipped_note() == (
+        "imagefolder:flowers: skipped 5 files that are not an image (.jpg .jpeg .png .webp .bmp "
+        ".gif) inside a class folder: 1 (no extension), 1 .png, 1 .tiff, 2 .txt"
+    )
+
+
+def test_an_empty_class_folder_is_an_error_naming_it(tmp_path: Path) -> None:
+    root = tmp_path / "pets"
+    save(root / "cats" / "a.png", (1, 2, 3), "PNG")
+    save(root / "dogs" / "a.png", (1, 2, 3), "PNG")
+    (root / "birds" / "nested").mkdir(parents=True)
+    (root / "birds" / "nested" / "readme.md").write_text("soon")
+    with pytest.raises(
+        DataError,
+        match=r"^class folder 'birds' in .*pets has no jpg/jpeg/png/webp/bmp/gif files: a class "
+        r"without images cannot be learned; add images or remove the folder$",
+    ):
+        load_imagefolder(root)
+    (root / "fish").mkdir()
+    with pytest.raises(DataError, match=r"^class folders 'birds', 'fish' in .*pets have no "):
+        load_imagefolder(root)
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares width × height but holds no pixel data (nothing is allocated)."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body).to_bytes(4, "big")
+        return len(body).to_bytes(4, "big") + kind + body + crc
+
+    ihdr = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 2, 0, 0, 0])
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+def test_an_oversized_image_is_a_one_line_error_naming_it(tmp_path: Path, monkeypatch) -> None:
+    root = tmp_path / "imgs"
+    save(root / "a" / "ok.png", (1, 2, 3), "PNG")
+    save(root / "b" / "ok.png", (1, 2, 3), "PNG")
+    (root / "b" / "huge.png").write_bytes(png_header_only(20_000, 20_000))
+    with pytest.raises(
+        DataError,
+        match=r"^cannot read image .*huge.png: the image is 20000×20000 = 400000000 pixels; "
+        r"the limit is 40000000 pixels$",
+    ):
+        load_imagefolder(root, image_size=8)
+    # Pillow's own decompression-bomb check, should anything turn it back on.
+    monkeypatch.setattr(data, "DECODE_LIMITS", data.DecodeLimits(max_pixels=10**12))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(DataError, match=r"^cannot read image .*huge.png: Image size \(400000000"):
+        load_imagefolder(root, image_size=8)
 
 
 def test_stratified_split_is_deterministic_disjoint_and_stratified() -> None:
@@ -155,6 +258,28 @@ def test_stratified_split_is_deterministic_disjoint_and_stratified() -> None:
     }
     with pytest.raises(DataError, match=r"validation fraction must be between 0 and 1, got 1\.0"):
         stratified_split(targets, 1.0, seed=0)
+
+
+def test_split_validates_every_class_that_has_two_images() -> None:
+    targets = torch.tensor([0, 0, 1, 1, 1, 2, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3])
+    split = stratified_split(targets, 0.05, seed=0)
+    val_counts = torch.bincount(targets[split.val], minlength=4).tolist()
+    train_counts = torch.bincount(targets[split.train], minlength=4).tolist()
+    assert val_counts == [1, 1, 0, 1]  # the single image of class 2 trains
+    assert train_counts == [1, 2, 1, 9]
+
+
+def test_a_dataset_too_small_to_validate_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(
+        DataError,
+        match=r"^the dataset is too small to validate: none of its 3 classes has 2 or more images "
+        r"\(one for training, one for validation\); add images$",
+    ):
+        stratified_split(torch.tensor([0, 1, 2]), 0.2, seed=0)
+    save(tmp_path / "tiny" / "a" / "1.png", (1, 2, 3), "PNG")
+    save(tmp_path / "tiny" / "b" / "1.png", (1, 2, 3), "PNG")
+    with pytest.raises(DataError, match="too small to validate"):
+        stratified_split(load_imagefolder(tmp_path / "tiny", image_size=8).targets, 0.2, seed=0)
 
 
 def test_channel_stats_match_numpy() -> None:

@@ -1,8 +1,18 @@
-"""Atomic publishing: versions increase, never overwrite, nothing loadable after an interruption."""
+"""Atomic publishing: versions increase, never overwrite, nothing loadable after an interruption;
+readable by other users whatever the umask; staging left by dead publishers is cleaned up."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import os
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import onnx
@@ -11,8 +21,10 @@ import pytest
 
 import export.publish as publish
 from export.errors import PublishError
+from export.exporter import with_card
 from export.publish import digest_line, existing_versions, publish_model
 from service.modelcard import DIGEST_SUFFIX, MODEL_FILENAME, ModelCard
+from service.repository import scan_repository
 
 
 def tiny_graph() -> onnx.ModelProto:
@@ -144,3 +156,161 @@ def test_invalid_names_are_refused(tmp_path: Path, name: str) -> None:
 def test_version_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(PublishError, match="version must be a positive integer, got 0"):
         publish_model(tmp_path, tiny_graph(), card(), version=0)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_published_directories_are_0755_and_files_0644_whatever_the_umask(tmp_path: Path) -> None:
+    """The api container runs as another user: it must read what an export job publishes."""
+    repository = tmp_path / "shared" / "models"
+    old_umask = os.umask(0o077)
+    try:
+        published = publish_model(repository, tiny_graph(), card())
+    finally:
+        os.umask(old_umask)
+    for folder in (tmp_path / "shared", repository, repository / "demo", published.path.parent):
+        assert mode(folder) == 0o755, folder
+    assert mode(published.path) == 0o644
+    assert mode(published.path.with_name(MODEL_FILENAME + DIGEST_SUFFIX)) == 0o644
+
+
+def test_an_existing_folder_keeps_its_mode(tmp_path: Path) -> None:
+    (tmp_path / "demo").mkdir(mode=0o750)
+    os.chmod(tmp_path / "demo", 0o750)
+    publish_model(tmp_path, tiny_graph(), card())
+    assert mode(tmp_path / "demo") == 0o750 and mode(tmp_path / "demo" / "1") == 0o755
+
+
+def leftover(folder: Path, name: str, *, age_s: float) -> Path:
+    """A staging directory as a killed publisher leaves it: a partial model.onnx, ``age_s`` old."""
+    staging = folder / name
+    staging.mkdir(parents=True)
+    (staging / MODEL_FILENAME).write_bytes(b"\x08\x0a partial")
+    then = time.time() - age_s
+    os.utime(staging, (then, then))
+    return staging
+
+
+def test_publish_removes_staging_left_by_dead_publishers_only(tmp_path: Path) -> None:
+    folder = tmp_path / "demo"
+    dead = leftover(folder, ".staging-dead", age_s=publish.STALE_STAGING_SECONDS + 5)
+    fresh = leftover(folder, ".staging-fresh", age_s=0)  # may be a publisher about to lock it
+    live = leftover(folder, ".staging-live", age_s=3600)
+    (folder / ".staging-link").symlink_to(live, target_is_directory=True)
+    holder = os.open(live, os.O_RDONLY)  # a live publisher holds its lock
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert publish_model(tmp_path, tiny_graph(), card()).version == 1
+        assert not dead.exists()
+        assert fresh.exists() and live.exists() and (live / MODEL_FILENAME).exists()
+        assert publish.remove_stale_staging(folder, min_age_s=0) == [fresh]
+    finally:
+        os.close(holder)  # the holder dies: its lock is gone
+    assert publish.remove_stale_staging(folder, min_age_s=0) == [live]
+    assert tree(tmp_path) == [
+        "demo",
+        "demo/.staging-link",
+        "demo/1",
+        "demo/1/model.onnx",
+        "demo/1/model.onnx.sha256",
+    ]
+
+
+def test_a_publisher_holds_its_staging_directory_while_writing(tmp_path: Path, monkeypatch) -> None:
+    real_write = publish._write_synced
+    seen: list[list[Path]] = []
+
+    def write_and_let_a_cleaner_run(path: Path, data: bytes) -> None:
+        real_write(path, data)
+        os.utime(path.parent, (0, 0))  # as old as can be: only the lock protects it
+        seen.append(publish.remove_stale_staging(path.parent.parent, min_age_s=0))
+
+    monkeypatch.setattr(publish, "_write_synced", write_and_let_a_cleaner_run)
+    published = publish_model(tmp_path, tiny_graph(), card())
+    assert seen == [[], []]
+    assert (
+        published.path.read_bytes() == with_card(tiny_graph(), published.card).SerializeToString()
+    )
+
+
+KILLED_PUBLISHER = """
+import sys, time
+from pathlib import Path
+import onnx
+import export.publish as publish
+from service.modelcard import ModelCard
+
+x = onnx.helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, ["batch", 2])
+y = onnx.helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["batch", 2])
+graph = onnx.helper.make_model(onnx.helper.make_graph(
+    [onnx.helper.make_node("Identity", ["input"], ["logits"])], "g", [x], [y]))
+card = ModelCard(name="demo", version=1, architecture="resnet8", activation="relu",
+    labels=["a", "b"], input_size=(32, 32), resize_size=36, mean=(0.5,) * 3, std=(0.25,) * 3,
+    dataset="test", opset=20, created_at="2026-01-01T00:00:00+00:00", parameters=0)
+
+def write_half_and_hang(path, data):
+    with open(path, "xb") as handle:
+        handle.write(data[: len(data) // 2])
+    print("half written", flush=True)
+    time.sleep(600)
+
+publish._write_synced = write_half_and_hang
+publish.publish_model(Path(sys.argv[1]), graph, card)
+"""
+
+
+def test_a_sigkilled_publisher_leaves_nothing_loadable_and_the_next_publish_cleans_up(
+    tmp_path: Path,
+) -> None:
+    root = Path(__file__).resolve().parents[2]
+    process = subprocess.Popen(
+        [sys.executable, "-c", KILLED_PUBLISHER, str(tmp_path)],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline() == "half written\n"
+        [staging] = (tmp_path / "demo").glob(".staging-*")
+        assert publish.remove_stale_staging(tmp_path / "demo", min_age_s=0) == []  # alive
+    finally:
+        process.kill()
+        process.wait(timeout=60)
+        process.stdout.close()  # type: ignore[union-attr]
+    assert process.returncode == -signal.SIGKILL
+    assert (staging / MODEL_FILENAME).is_file()  # the partial file the kill left behind
+    assert existing_versions(tmp_path, "demo") == []
+    assert scan_repository(tmp_path) == {}  # the service sees nothing to load
+    old = time.time() - publish.STALE_STAGING_SECONDS - 5
+    os.utime(staging, (old, old))
+    assert publish_model(tmp_path, tiny_graph(), card()).version == 1
+    assert tree(tmp_path) == ["demo", "demo/1", "demo/1/model.onnx", "demo/1/model.onnx.sha256"]
+
+
+def test_three_concurrent_publishers_get_three_versions(tmp_path: Path) -> None:
+    leftover(tmp_path / "demo", ".staging-dead", age_s=3600)
+    barrier = threading.Barrier(3)
+
+    def publish_one(_: int) -> int:
+        barrier.wait()
+        return publish_model(tmp_path, tiny_graph(), card()).version
+
+    with ThreadPoolExecutor(3) as pool:
+        versions = sorted(pool.map(publish_one, range(3)))
+    assert versions == [1, 2, 3]
+    for version in versions:
+        data = (tmp_path / "demo" / str(version) / MODEL_FILENAME).read_bytes()
+        meta = {p.key: p.value for p in onnx.load_from_string(data).metadata_props}
+        assert meta["actlab.version"] == str(version)
+    assert [p.name for p in (tmp_path / "demo").iterdir() if p.name.startswith(".")] == []
+
+
+def test_only_plain_positive_integers_are_versions(tmp_path: Path) -> None:
+    for name in ("1", "07", "0", "²", "١", ".staging-x", "3"):
+        (tmp_path / "demo" / name).mkdir(parents=True)
+    (tmp_path / "demo" / "9").write_text("a file, not a version")
+    assert existing_versions(tmp_path, "demo") == [1, 3]
+    assert publish_model(tmp_path, tiny_graph(), card()).version == 4
