@@ -2,21 +2,26 @@
 
 ``BuildRequest`` is everything a user chooses (the CLI maps its flags onto it); ``build_model``
 runs the steps and returns a ``BuildResult`` with the trained model, the data and the published
-model, so follow-up steps (INT8 quantization, sweeps) can reuse them. Every check runs before
-anything is written: a failed build publishes nothing.
+model, so follow-up steps (INT8 quantization, sweeps) can reuse them. ``prepare_build`` runs every
+check that needs no training (names, weights file, version, writable repository) so a caller can
+add its own checks before the slow part; nothing is written until every check has passed, so a
+failed build publishes nothing.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import sys
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from export.activations import TorchActivation, torch_activation
 from export.data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -27,15 +32,21 @@ from export.data import (
     load_labels,
     stratified_split,
 )
-from export.errors import DataError
+from export.errors import DataError, PublishError, WeightsError
 from export.exporter import ExportedGraph, make_card
 from export.pipeline import export_verified
-from export.publish import PublishedModel, publish_model, validate_model_name
+from export.publish import PublishedModel, existing_versions, publish_model, validate_model_name
 from export.resnet import ResNet, arch_style, build_resnet
 from export.shapes import render_shapes
 from export.train import Normalisation, TrainConfig, TrainResult, evaluate, train_model
-from export.weights import Checkpoint, LoadReport, load_weights, read_checkpoint
-from service.activations import NETWORK_ACTIVATIONS, ParamValue
+from export.weights import (
+    Checkpoint,
+    HeadReplacedWarning,
+    LoadReport,
+    load_weights,
+    read_checkpoint,
+)
+from service.activations import CatalogueError, ParamValue, get_network_activation
 
 PARITY_VAL_IMAGES = 64
 
@@ -44,8 +55,10 @@ PARITY_VAL_IMAGES = 64
 class BuildRequest:
     arch: str = "resnet20"
     activation: str | None = None
-    """None: the activation the ``weights`` file records (if it is in the catalogue), else relu."""
+    """None: the activation the ``weights`` file records (if it is in the catalogue, with its
+    recorded parameters; PReLU slopes in a plain state dict mean prelu), else relu."""
     activation_params: dict[str, ParamValue] = field(default_factory=dict)
+    """Overrides of the activation's parameters (also over the ones a weights file records)."""
     dataset: str | None = "digits"
     """'digits' | 'shapes' | 'imagefolder:PATH' | None (export weights as they are)."""
     image_size: int | None = None
@@ -66,6 +79,20 @@ class BuildRequest:
     command: str = field(
         default_factory=lambda: shlex.join(["python", "-m", "export", *sys.argv[1:]])
     )
+    """What the card records; a ``python -m export build`` command also gets ``--threads N``
+    (the torch thread count the build ran with: it changes the trained weights)."""
+
+
+@dataclass(frozen=True)
+class PreparedBuild:
+    """A request that passed every check that needs no training (see ``prepare_build``)."""
+
+    request: BuildRequest
+    """With ``activation`` (its catalogue name), ``activation_params``, ``name`` and
+    ``image_size`` resolved."""
+    checkpoint: Checkpoint | None
+    name: str
+    image_size: int
 
 
 @dataclass(frozen=True)
@@ -80,11 +107,48 @@ class BuildResult:
     weights: LoadReport | None
 
 
+def activation_label(activation: str | None, params: dict[str, ParamValue] | None = None) -> str:
+    """The catalogue name plus every parameter that differs from its default, e.g.
+    ``leaky_relu-negative_slope0.2`` (numbers) or ``gelu-approximate_tanh`` (choices)."""
+    act = torch_activation(activation or "relu", params)
+    parts = [act.name]
+    for param in act.spec.params:
+        value = act.params[param.name]
+        if value != param.default:
+            parts.append(
+                f"{param.name}_{value}" if isinstance(value, str) else f"{param.name}{value}"
+            )
+    return "-".join(parts)
+
+
 def default_name(request: BuildRequest) -> str:
+    """``<arch>-<activation label>-<dataset>`` (see ``activation_label``), at most 64 characters."""
     source = request.dataset or ("imagenet" if request.labels == "imagenet" else "weights")
     source = source.removeprefix("imagefolder:").rstrip("/").rsplit("/", 1)[-1] or "images"
-    raw = f"{request.arch}-{request.activation}-{source}".lower()
-    return re.sub(r"[^a-z0-9._-]+", "-", raw).strip("-._")[:64]
+    label = activation_label(request.activation, request.activation_params)
+    raw = f"{request.arch}-{label}-{source}".lower()
+    return re.sub(r"[^a-z0-9._-]+", "-", raw).strip("-._")[:64].rstrip("-._")
+
+
+def with_threads(command: str, threads: int) -> str:
+    """A ``python -m export build`` command with ``--threads threads`` in place of any it had;
+    other commands are returned unchanged."""
+    try:
+        args = shlex.split(command)
+    except ValueError:
+        return command
+    if args[:4] != ["python", "-m", "export", "build"]:
+        return command
+    kept: list[str] = []
+    skip = False
+    for arg in args:
+        if skip or arg.startswith("--threads="):
+            skip = False
+            continue
+        skip = arg == "--threads"
+        if not skip:
+            kept.append(arg)
+    return shlex.join([*kept, "--threads", str(threads)])
 
 
 def _labels(request: BuildRequest, dataset: ImageDataset | None) -> tuple[str, ...]:
@@ -135,25 +199,115 @@ def _normalisation(
     raise DataError(f"unknown normalisation {choice!r}; choose one of: dataset, imagenet")
 
 
-def resolve_activation(activation: str | None, checkpoint: Checkpoint | None) -> str:
-    """The activation asked for; else the one the weights file records; else relu."""
-    if activation is not None:
-        return activation
-    recorded = checkpoint.activation if checkpoint is not None else None
-    return recorded if recorded in NETWORK_ACTIVATIONS else "relu"
+def resolve_activation(
+    activation: str | None,
+    params: dict[str, ParamValue],
+    checkpoint: Checkpoint | None,
+) -> tuple[str, dict[str, ParamValue]]:
+    """(name, parameters): the activation asked for; else the one the weights were trained with
+    (recorded in the file, or prelu for a file with PReLU slopes); else relu. When the weights'
+    activation is used, ``params`` go over the parameters they were trained with."""
+    trained, trained_params = checkpoint.trained_activation() if checkpoint else (None, {})
+    try:
+        trained = get_network_activation(trained).name if trained is not None else None
+    except CatalogueError:
+        trained = None  # load_weights warns that the weights are used with another activation
+    if activation is None:
+        activation = trained or "relu"
+    try:
+        same = trained is not None and get_network_activation(activation).name == trained
+    except CatalogueError:
+        same = False  # reported with the option's name by prepare_build
+    return activation, ({**trained_params, **params} if same else dict(params))
 
 
-def build_model(request: BuildRequest) -> BuildResult:
-    """Run one build end to end; raises an ``ExportError`` (or ``ValueError``) before writing."""
+def _checked_activation(
+    request: BuildRequest,
+    activation: str,
+    params: dict[str, ParamValue],
+    checkpoint: Checkpoint | None,
+) -> TorchActivation:
+    """``torch_activation``, its ``CatalogueError`` saying which option (or file) was wrong."""
+    try:
+        get_network_activation(activation)
+    except CatalogueError as exc:
+        raise CatalogueError(f"--activation: {exc}") from None
+    try:
+        return torch_activation(activation, params)
+    except CatalogueError as exc:
+        where = "--act-param"
+        if not request.activation_params and request.weights is not None and checkpoint:
+            where = f"the activation parameters recorded in {request.weights.name}"
+        raise CatalogueError(f"{where}: {exc}") from None
+
+
+def _check_publishable(repository: Path, name: str, version: int | None) -> None:
+    """Refuse, before any training, what ``publish_model`` would refuse after it."""
+    versions = existing_versions(repository, name)
+    if version is not None and version in versions:
+        raise PublishError(
+            f"{name} version {version} already exists in {repository} (versions "
+            f"{', '.join(map(str, versions))}); versions are never overwritten: choose another "
+            f"--version or leave it out to publish version {versions[-1] + 1}"
+        )
+    target = repository / name
+    existing = next(p for p in (target, *target.parents) if p.exists())
+    if not existing.is_dir():
+        raise PublishError(f"cannot publish into {repository}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PublishError(
+            f"cannot write to {existing} (read-only or permission denied); choose a writable "
+            "--models-dir"
+        )
+
+
+def prepare_build(request: BuildRequest) -> PreparedBuild:
+    """Every check that needs no data or training: weights file, activation, name, version,
+    image size, training options, a writable repository. Raises an ``ExportError``."""
     checkpoint = read_checkpoint(request.weights) if request.weights is not None else None
-    activation = resolve_activation(request.activation, checkpoint)
-    request = replace(request, activation=activation)
+    activation, params = resolve_activation(
+        request.activation, request.activation_params, checkpoint
+    )
+    resolved = _checked_activation(request, activation, params, checkpoint)
+    request = replace(request, activation=resolved.name, activation_params=params)
     name = validate_model_name(request.name or default_name(request))
-    style = arch_style(request.arch)
-    size = request.image_size or (32 if style == "cifar" else 224)
+    request = replace(request, name=name)
+    size = request.image_size or (32 if arch_style(request.arch) == "cifar" else 224)
     if size < 8:
         raise DataError(f"--image-size must be at least 8 pixels, got {size}")
+    request = replace(request, image_size=size)
     request.train.validate()
+    _check_publishable(request.repository, name, request.version)
+    return PreparedBuild(request, checkpoint, name, size)
+
+
+def _check_head(request: BuildRequest, report: LoadReport, classes: int) -> None:
+    """A head the weights do not provide is random: refuse to publish it untrained."""
+    if not report.head_replaced:
+        return
+    source = request.weights.name if request.weights else "the weights"
+    if request.train.epochs == 0:
+        where = "--labels gives" if request.labels is not None else "the dataset has"
+        raise WeightsError(
+            f"the classifier head (fc) in {source} has {report.source_classes} classes but "
+            f"{where} {classes}, so the head would be published randomly initialised: train "
+            f"it (--epochs N with a --dataset), or pass --labels with {report.source_classes} "
+            "class names in the order the weights were trained with"
+        )
+    warnings.warn(
+        f"the classifier head (fc) is newly initialised: {source} has "
+        f"{report.source_classes} classes, this model {classes}; only the "
+        f"{request.train.epochs} training epoch(s) fit it",
+        HeadReplacedWarning,
+        stacklevel=3,
+    )
+
+
+def build_model(request: BuildRequest | PreparedBuild) -> BuildResult:
+    """Run one build end to end; raises an ``ExportError`` (or ``ValueError``) before writing."""
+    prepared = request if isinstance(request, PreparedBuild) else prepare_build(request)
+    request, checkpoint = prepared.request, prepared.checkpoint
+    name, size = prepared.name, prepared.image_size
     dataset = (
         load_dataset(
             request.dataset,
@@ -175,7 +329,7 @@ def build_model(request: BuildRequest) -> BuildResult:
 
     model = build_resnet(
         request.arch,
-        activation,
+        request.activation or "relu",
         num_classes=len(labels),
         activation_params=request.activation_params or None,
         width=request.width,
@@ -184,6 +338,7 @@ def build_model(request: BuildRequest) -> BuildResult:
     report = None
     if checkpoint is not None:
         report = load_weights(model, checkpoint, activation=model.activation.name)
+        _check_head(request, report, len(labels))
 
     norm = _normalisation(request, dataset, split)
 
@@ -228,7 +383,7 @@ def build_model(request: BuildRequest) -> BuildResult:
         epochs=len(training.history),
         train_seconds=round(training.seconds, 2),
         seed=request.train.seed,
-        command=request.command,
+        command=with_threads(request.command, torch.get_num_threads()),
     )
     published = publish_model(request.repository, graph.proto, card, version=request.version)
     return BuildResult(published, model, graph, norm, dataset, split, training, report)

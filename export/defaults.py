@@ -277,9 +277,15 @@ def render_readme(entries: Sequence[RepositoryEntry]) -> str:
 
 def write_models_readme(models_dir: Path, names: Sequence[str]) -> Path:
     """Write models/README.md for the newest version of each of ``names`` (atomically)."""
+    if not models_dir.is_dir():
+        raise ExportError(f"--models-dir {models_dir} does not exist or is not a directory")
     entries = [read_entry(models_dir, name) for name in names]
     target = models_dir / README_FILE
     tmp = models_dir / f".{README_FILE}.tmp"
-    tmp.write_text(render_readme(entries), encoding="utf-8")
-    os.replace(tmp, target)
+    try:
+        tmp.write_text(render_readme(entries), encoding="utf-8")
+        os.replace(tmp, target)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ExportError(f"cannot write {target}: {exc.strerror or exc}") from exc
     return target

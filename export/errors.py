@@ -29,3 +29,10 @@ class ExportCheckError(ExportError):
 
 class PublishError(ExportError):
     """The model repository refused the model (bad name, existing version, I/O failure)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C after part of the work was published: ``str()`` says what was and what was not.
+
+    The CLI reports a plain ``KeyboardInterrupt`` as "nothing was published"; raise this instead
+    once that stops being true."""

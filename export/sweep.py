@@ -236,7 +236,12 @@ def _recipe(settings: dict[str, object]) -> dict[str, object]:
 
 def _start(out: Path, config: SweepConfig) -> None:
     """Create ``out``; a resumed sweep must have the same recipe (else the numbers would mix)."""
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file in the way, a read-only parent, …
+        raise ExportError(
+            f"cannot create the --out directory {out}: {exc.strerror or exc}"
+        ) from exc
     recipe = _recipe(dataclasses.asdict(config))
     path = out / CONFIG_FILE
     if path.is_file() and _recipe(json.loads(path.read_text())) != recipe:

@@ -47,8 +47,8 @@ class TrainConfig:
             problems.append(f"batch size must be ≥ 1, got {self.batch_size}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             problems.append(f"learning rate must be a positive number, got {self.lr}")
-        if self.weight_decay < 0:
-            problems.append(f"weight decay must be ≥ 0, got {self.weight_decay}")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            problems.append(f"weight decay must be a finite number ≥ 0, got {self.weight_decay}")
         if not 0.0 <= self.label_smoothing < 1.0:
             problems.append(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
         if problems:

@@ -2,36 +2,55 @@
 
 - ``.pth``/``.pt``: ``torch.load(weights_only=True)`` (no arbitrary pickles); a checkpoint that
   wraps the weights under ``state_dict``/``model`` and DDP's ``module.`` prefix are unwrapped.
-- ``.safetensors``: ``safetensors.torch.load_file``; metadata ``actlab.activation`` (written by
-  ``save_weights``) records the activation the weights were trained with.
+- ``.safetensors``: ``safetensors.torch.load_file``; metadata ``actlab.activation`` and
+  ``actlab.activation_params`` (JSON), written by ``save_weights``, record the activation the
+  weights were trained with. A file that records nothing but holds PReLU slopes was trained with
+  prelu (``Checkpoint.trained_activation``).
 
-``load_weights`` is strict: missing keys, unexpected keys and shape mismatches are all listed in
-one ``WeightsError``. Two deliberate exceptions: the classifier head (``fc``) is replaced when the
-class count differs, and an activation's own parameters (PReLU slopes) may be absent or extra when
-the activation is swapped. Swapping the activation emits an ``ActivationSwapWarning``.
+``load_weights`` is strict, like ``load_state_dict(strict=True)``: missing keys, unexpected keys and
+shape mismatches are all listed in one ``WeightsError``. BatchNorm's ``num_batches_tracked``
+counters may be missing, as torch itself allows (files saved before PyTorch 0.4.1 and
+torchvision's classic ResNet files lack them). Two deliberate exceptions: the classifier head
+(``fc``) is replaced when the class count differs, and an activation's own parameters (PReLU
+slopes) may be absent or extra when the activation is swapped. Swapping the activation emits an
+``ActivationSwapWarning``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import pickle
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from export.errors import WeightsError
+from service.activations import ParamValue
 
 WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors")
 ACTIVATION_METADATA_KEY = "actlab.activation"
+PARAMS_METADATA_KEY = "actlab.activation_params"
+_OPTIONAL_KEY_SUFFIX = ".num_batches_tracked"
 _CONTAINER_KEYS = ("state_dict", "model", "model_state_dict", "weights")
 _LIST_LIMIT = 8
 
 
-class ActivationSwapWarning(UserWarning):
+class WeightsWarning(UserWarning):
+    """Something about the weights the user should know before trusting the result."""
+
+
+class ActivationSwapWarning(WeightsWarning):
     """Weights trained with one activation are used with another."""
+
+
+class HeadReplacedWarning(WeightsWarning):
+    """The weights' classifier head does not fit the labels and is newly initialised."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +58,20 @@ class Checkpoint:
     state_dict: dict[str, torch.Tensor]
     activation: str | None
     """The activation the weights were trained with, when the file records it."""
+    activation_params: dict[str, ParamValue] = field(default_factory=dict)
+    """Its parameters, when the file records them."""
+
+    def trained_activation(self) -> tuple[str | None, dict[str, ParamValue]]:
+        """The activation the weights were trained with: the one the file records, else prelu
+        (with the mode its slopes' shapes show) when the file holds activation weights, else
+        None (torchvision/timm ResNets: relu, but the file does not say so)."""
+        if self.activation is not None:
+            return self.activation, dict(self.activation_params)
+        slopes = [v for k, v in self.state_dict.items() if _is_activation_key(k)]
+        if not slopes:
+            return None, {}
+        # prelu is the only catalogue activation with weights of its own.
+        return "prelu", {"mode": "single" if all(v.numel() == 1 for v in slopes) else "channel"}
 
 
 @dataclass(frozen=True)
@@ -96,7 +129,11 @@ def read_checkpoint(path: Path) -> Checkpoint:
                 state = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
         except (SafetensorError, OSError, ValueError) as exc:
             raise WeightsError(f"cannot read {path.name}: not a valid .safetensors file") from exc
-        return Checkpoint(_as_state_dict(state, path), metadata.get(ACTIVATION_METADATA_KEY))
+        return Checkpoint(
+            _as_state_dict(state, path),
+            metadata.get(ACTIVATION_METADATA_KEY),
+            _params(metadata.get(PARAMS_METADATA_KEY), path),
+        )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -111,9 +148,31 @@ def read_checkpoint(path: Path) -> Checkpoint:
     except Exception as exc:  # torch.load on arbitrary bytes can raise almost anything (KeyError…)
         raise WeightsError(f"cannot read {path.name}: not a valid PyTorch .pth/.pt file") from exc
     activation = obj.get("activation") if isinstance(obj, Mapping) else None
+    params = obj.get("activation_params") if isinstance(obj, Mapping) else None
     return Checkpoint(
-        _as_state_dict(obj, path), activation if isinstance(activation, str) else None
+        _as_state_dict(obj, path),
+        activation if isinstance(activation, str) else None,
+        _params(json.dumps(params) if isinstance(params, Mapping) else None, path),
     )
+
+
+def _params(text: str | None, path: Path) -> dict[str, ParamValue]:
+    """Recorded activation parameters (a JSON object of numbers and strings), or {}."""
+    if text is None:
+        return {}
+    try:
+        params = json.loads(text)
+    except ValueError:
+        params = None
+    if not isinstance(params, dict) or not all(
+        isinstance(v, str) or (isinstance(v, int | float) and not isinstance(v, bool))
+        for v in params.values()
+    ):
+        raise WeightsError(
+            f"cannot read {path.name}: its recorded activation parameters are not a JSON object "
+            f"of numbers and strings: {str(text)[:80]!r}"
+        )
+    return {str(k): v for k, v in params.items()}
 
 
 def _is_activation_key(key: str) -> bool:
@@ -138,7 +197,11 @@ def load_weights(
     skipped = tuple(
         sorted(k for k in set(given) ^ set(own) if _is_activation_key(k) and k != "fc.weight")
     )
-    missing = sorted(k for k in own if k not in given and k not in skipped)
+    missing = sorted(
+        k
+        for k in own
+        if k not in given and k not in skipped and not k.endswith(_OPTIONAL_KEY_SUFFIX)
+    )
     if head_replaced:
         missing = [k for k in missing if not k.startswith("fc.")]
     unexpected = sorted(k for k in given if k not in own and k not in skipped)
@@ -159,9 +222,7 @@ def load_weights(
     if problems:
         raise WeightsError("the weights do not fit this architecture: " + "; ".join(problems))
     model.load_state_dict({k: v for k, v in given.items() if k in own}, strict=False)
-    source = checkpoint.activation
-    if source is None and any(_is_activation_key(k) for k in checkpoint.state_dict):
-        source = "prelu"  # the only catalogue activation with weights of its own
+    source, _ = checkpoint.trained_activation()
     _warn_on_swap(source, activation)
     return LoadReport(head_replaced, source_classes, skipped)
 
@@ -183,14 +244,45 @@ def _warn_on_swap(source: str | None, target: str | None) -> None:
     warnings.warn(message, ActivationSwapWarning, stacklevel=3)
 
 
+def check_weights_path(path: Path, option: str = "--save-weights") -> Path:
+    """Refuse, before anything is built, a path ``save_weights`` could not write."""
+    path = path.expanduser()
+    if path.suffix != ".safetensors" or not path.parent.is_dir():
+        raise WeightsError(f"{option} needs a .safetensors path in an existing folder, got {path}")
+    if path.is_dir():
+        raise WeightsError(f"{option}: {path} is a folder; give a file name ending .safetensors")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise WeightsError(
+            f"{option}: cannot write to {path.parent} (read-only or permission denied)"
+        )
+    return path
+
+
 def save_weights(
-    model: nn.Module, path: Path, *, activation: str, extra: Mapping[str, str] | None = None
+    model: nn.Module,
+    path: Path,
+    *,
+    activation: str,
+    activation_params: Mapping[str, ParamValue] | None = None,
+    extra: Mapping[str, str] | None = None,
 ) -> None:
-    """Write ``model``'s state dict as .safetensors, recording its activation in the metadata."""
+    """Write ``model``'s state dict as .safetensors, recording its activation (and parameters) in
+    the metadata. Raises ``WeightsError`` (one line) if the file cannot be written."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
-    metadata = {ACTIVATION_METADATA_KEY: activation, **(extra or {})}
+    metadata = {
+        ACTIVATION_METADATA_KEY: activation,
+        PARAMS_METADATA_KEY: json.dumps(dict(activation_params or {})),
+        **(extra or {}),
+    }
     tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     tmp = path.with_name(path.name + ".partial")
-    save_file(tensors, str(tmp), metadata=metadata)
-    tmp.replace(path)
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+        tmp.replace(path)
+    except (SafetensorError, OSError) as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
+        raise WeightsError(f"cannot write weights to {path}: {reason}") from exc

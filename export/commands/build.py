@@ -4,11 +4,15 @@ Other modules can extend the command without editing it: append a ``BuildExtensi
 ``BUILD_EXTENSIONS`` (its ``add_arguments`` adds flags, its ``check`` validates them before
 anything is built, its ``after_build`` runs once the fp32 model is published, e.g. to publish an
 INT8 variant).
+
+Every check that needs no training runs first (argument types, ``prepare_build``, the
+``--save-weights`` path, each extension's ``check``): a bad option costs no training time.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shlex
 from collections.abc import Callable
@@ -17,13 +21,13 @@ from pathlib import Path
 
 import torch
 
-from export.build import BuildRequest, BuildResult, build_model
+from export.build import BuildRequest, BuildResult, build_model, prepare_build
 from export.commands import HelpFormatter
 from export.data import DATASETS
-from export.errors import WeightsError
+from export.errors import ExportError, Interrupted
 from export.resnet import ARCHITECTURES
 from export.train import TrainConfig
-from export.weights import save_weights
+from export.weights import check_weights_path, save_weights
 from service.activations import NETWORK_ACTIVATIONS, ParamValue
 
 
@@ -36,8 +40,9 @@ class BuildExtension:
     add_arguments: Callable[[argparse.ArgumentParser], None]
     after_build: Callable[[argparse.Namespace, BuildResult], None]
     check: Callable[[argparse.Namespace, BuildRequest], None] = _no_check
-    """Runs before anything is trained or written; raises an ExportError for flags that
-    ``after_build`` could not honour, so a build never publishes half of what was asked."""
+    """Runs before anything is trained or written (the request's activation, name and image size
+    are resolved by then); raises an ExportError for flags that ``after_build`` could not
+    honour, so a build never publishes half of what was asked."""
 
 
 BUILD_EXTENSIONS: list[BuildExtension] = []
@@ -77,6 +82,47 @@ def non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected an integer ≥ 0, got {value}")
     return value
+
+
+MAX_SEED = 2**32 - 1
+
+
+def seed_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, {MAX_SEED}], got {text!r}")
+    return value
+
+
+def finite_float(
+    low: float, high: float = math.inf, *, low_open: bool = False, high_open: bool = False
+) -> Callable[[str], float]:
+    """An argparse type: a finite number in the interval (NaN and ±inf are refused)."""
+    allowed = (
+        f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        if math.isfinite(high)
+        else f"{'>' if low_open else '≥'} {low:g}"
+    )
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if (
+            not math.isfinite(value)
+            or value < low
+            or value > high
+            or (low_open and value == low)
+            or (high_open and value == high)
+        ):
+            raise argparse.ArgumentTypeError(f"expected a finite number {allowed}, got {text!r}")
+        return value
+
+    return parse
 
 
 def request_from_args(args: argparse.Namespace) -> BuildRequest:
@@ -123,17 +169,25 @@ def request_from_args(args: argparse.Namespace) -> BuildRequest:
 def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.save_weights is not None and (
-        args.save_weights.suffix != ".safetensors" or not args.save_weights.parent.is_dir()
-    ):
-        raise WeightsError(
-            "--save-weights needs a .safetensors path in an existing folder, "
-            f"got {args.save_weights}"
-        )
-    request = request_from_args(args)
+    if args.save_weights is not None:
+        check_weights_path(args.save_weights)
+    prepared = prepare_build(request_from_args(args))
     for extension in BUILD_EXTENSIONS:
-        extension.check(args, request)
-    result = build_model(request)
+        extension.check(args, prepared.request)
+    result = build_model(prepared)
+    try:
+        _after_publish(args, result)
+    except Interrupted:
+        raise
+    except KeyboardInterrupt as exc:
+        raise Interrupted(
+            f"{result.published.name} version {result.published.version} was published; "
+            "the steps after it were not finished"
+        ) from exc
+    return 0
+
+
+def _after_publish(args: argparse.Namespace, result: BuildResult) -> None:
     published = result.published
     accuracy = published.card.val_accuracy
     print(
@@ -143,16 +197,23 @@ def run(args: argparse.Namespace) -> int:
         + ")"
     )
     if args.save_weights is not None:
-        save_weights(
-            result.model,
-            args.save_weights,
-            activation=result.model.activation.name,
-            extra={"actlab.architecture": args.arch.lower()},
-        )
-        print(f"saved weights to {args.save_weights} (activation {result.model.activation.name})")
+        activation = result.model.activation
+        try:
+            save_weights(
+                result.model,
+                args.save_weights.expanduser(),
+                activation=activation.name,
+                activation_params=activation.params,
+                extra={"actlab.architecture": args.arch.lower()},
+            )
+        except ExportError as exc:
+            raise ExportError(
+                f"{published.name} version {published.version} was published, but --save-weights "
+                f"failed: {exc}"
+            ) from exc
+        print(f"saved weights to {args.save_weights} (activation {activation.name})")
     for extension in BUILD_EXTENSIONS:
         extension.after_build(args, result)
-    return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -175,7 +236,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help=f"activation at every site: {', '.join(NETWORK_ACTIVATIONS)} "
         "(see `python -m export activations`) (default: the activation the --weights file "
-        "records, else relu)",
+        "was trained with, with its recorded parameters; PReLU slopes in it mean prelu; else "
+        "relu)",
     )
     model.add_argument(
         "--act-param",
@@ -195,8 +257,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=Path,
         default=None,
         help="start from a torchvision/timm ResNet state dict (.pth/.pt loaded "
-        "with weights_only=True, or .safetensors); the head is replaced if the "
-        "class count differs",
+        "with weights_only=True, or .safetensors); if its class count differs from the labels' "
+        "the head is newly initialised, which needs training (--epochs > 0)",
     )
     data = parser.add_argument_group("data")
     data.add_argument(
@@ -224,7 +286,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     data.add_argument(
         "--val-fraction",
-        type=float,
+        type=finite_float(0.0, 1.0, low_open=True, high_open=True),
         default=0.2,
         help="fraction of each class held out for validation (stratified)",
     )
@@ -255,13 +317,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     train.add_argument(
         "--lr",
-        type=float,
+        type=finite_float(0.0, low_open=True),
         default=None,
         help="peak learning rate (default: 0.1 for sgd, 2e-3 for adamw)",
     )
     train.add_argument(
         "--weight-decay",
-        type=float,
+        type=finite_float(0.0),
         default=None,
         help="weight decay on conv/linear weights (default: 5e-4 sgd, 0.05 adamw)",
     )
@@ -273,7 +335,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     train.add_argument(
         "--label-smoothing",
-        type=float,
+        type=finite_float(0.0, 1.0, high_open=True),
         default=0.0,
         help="label smoothing for the cross-entropy loss (0 = off)",
     )
@@ -282,7 +344,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     train.add_argument(
         "--seed",
-        type=int,
+        type=seed_int,
         default=0,
         help="seed for initialisation, split, shuffling and augmentation",
     )
@@ -290,13 +352,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--threads",
         type=non_negative_int,
         default=0,
-        help="torch CPU threads (0 = torch's default)",
+        help="torch CPU threads (0 = torch's default); the card's recorded command gets the "
+        "count the build ran with, as it changes the trained weights",
     )
     out = parser.add_argument_group("output")
     out.add_argument(
         "--name",
         default=None,
-        help="model name in the repository (default: <arch>-<activation>-<dataset>)",
+        help="model name in the repository (default: <arch>-<activation>-<dataset>, with the "
+        "catalogue name of the activation and each --act-param that differs from its default, "
+        "e.g. resnet8-leaky_relu-negative_slope0.2-shapes)",
     )
     out.add_argument(
         "--version",
@@ -316,8 +381,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         metavar="FILE.safetensors",
         help="also save the trained weights after a successful publish (safetensors, with "
-        "the activation recorded: a later build from them uses it unless --activation says "
-        "otherwise, and warns if it does)",
+        "the activation and its parameters recorded: a later build from them uses them unless "
+        "--activation says otherwise, and warns if it does); the path is checked before building",
     )
     out.add_argument("--quiet", action="store_true", help="no progress bar")
     for extension in BUILD_EXTENSIONS:

@@ -19,6 +19,7 @@ from export.defaults import (
     select,
     write_models_readme,
 )
+from export.errors import Interrupted
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,7 +32,21 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     chosen = select(args.only or [], recipe)
-    published = build_defaults(models_dir, chosen, recipe, progress=not args.quiet)
+    done: list[str] = []
+
+    def log(line: str) -> None:
+        print(line)
+        done.append(line.removeprefix("published ").split(" (")[0])
+
+    try:
+        published = build_defaults(models_dir, chosen, recipe, progress=not args.quiet, log=log)
+    except KeyboardInterrupt as exc:
+        if not done:
+            raise
+        raise Interrupted(
+            f"published {', '.join(done)}; the rest of the set was not built and "
+            f"{models_dir / 'README.md'} was not updated"
+        ) from exc
     total = sum(p.path.stat().st_size for p in published)
     print(
         f"built {len(published)} models into {models_dir} ({total / 1e6:.2f} MB); "

@@ -9,8 +9,9 @@ import argparse
 
 from export.build import BuildRequest, BuildResult
 from export.commands.build import BUILD_EXTENSIONS, BuildExtension, positive_int
-from export.errors import ExportError
-from export.quantize import DEFAULT_CALIBRATION_IMAGES, quantize_build
+from export.errors import ExportError, Interrupted
+from export.publish import NAME_RULE, validate_model_name
+from export.quantize import DEFAULT_CALIBRATION_IMAGES, INT8_SUFFIX, int8_name, quantize_build
 
 
 def unit_fraction(text: str) -> float:
@@ -57,6 +58,15 @@ def check(args: argparse.Namespace, request: BuildRequest) -> None:
             "measure agreement: give --dataset (digits, shapes or imagefolder:PATH); nothing "
             "was built"
         )
+    name = request.name or ""
+    try:
+        validate_model_name(int8_name(name))
+    except ExportError:
+        raise ExportError(
+            f"--quantize int8 also publishes {int8_name(name)!r}, which is not a valid model name "
+            f"({NAME_RULE}): choose a --name of at most {64 - len(INT8_SUFFIX)} characters; "
+            "nothing was built"
+        ) from None
 
 
 def after_build(args: argparse.Namespace, result: BuildResult) -> None:
@@ -70,6 +80,11 @@ def after_build(args: argparse.Namespace, result: BuildResult) -> None:
             min_agreement=args.min_int8_agreement,
             seed=args.seed,
         )
+    except KeyboardInterrupt as exc:
+        raise Interrupted(
+            f"{result.published.name} version {result.published.version} was published, but "
+            "its int8 variant was not"
+        ) from exc
     except ExportError as exc:
         raise ExportError(
             f"{result.published.name} version {result.published.version} was published, but "

@@ -12,7 +12,7 @@ import onnxruntime
 import torch
 
 from export.commands import HelpFormatter
-from export.commands.build import positive_int
+from export.commands.build import finite_float, positive_int
 from export.resnet import ARCHITECTURES
 from export.sweep import SweepConfig, resolve_activations, retime_sweep, run_sweep, selected
 from export.sweep_report import write_report
@@ -97,7 +97,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--batch-size", type=positive_int, default=defaults.batch_size, help="batch size"
     )
     parser.add_argument(
-        "--lr", type=float, default=defaults.lr, help="peak learning rate (SGD, one-cycle)"
+        "--lr",
+        type=finite_float(0.0, low_open=True),
+        default=defaults.lr,
+        help="peak learning rate (SGD, one-cycle)",
     )
     parser.add_argument(
         "--latency-runs",

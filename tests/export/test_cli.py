@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -51,8 +52,8 @@ def test_build_trains_exports_and_records_everything(tmp_path: Path, capsys) -> 
     ]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert out.startswith("published resnet8-elu-shapes version 1: ")
-    path = repo / "resnet8-elu-shapes" / "1" / "model.onnx"
+    assert out.startswith("published resnet8-elu-alpha0.5-shapes version 1: ")
+    path = repo / "resnet8-elu-alpha0.5-shapes" / "1" / "model.onnx"
     session, card = load(path)
     assert (card.architecture, card.activation, card.activation_params) == (
         "resnet8",
@@ -149,7 +150,10 @@ def failing(tmp_path: Path) -> list[tuple[list[str], str]]:
     corrupt.write_bytes(b"garbage" * 100)
     return [
         (["--arch", "resnet19"], "error: unknown architecture 'resnet19'; choose one of: resnet18"),
-        (["--activation", "swoosh"], "error: unknown activation 'swoosh'; choose one of: relu"),
+        (
+            ["--activation", "swoosh"],
+            "error: --activation: unknown activation 'swoosh'; choose one of: relu",
+        ),
         (["--dataset", "mnist"], "error: unknown dataset 'mnist'; choose one of: digits, shapes"),
         (["--weights", str(corrupt)], "error: cannot read corrupt.pth: not a valid PyTorch"),
         (["--weights", str(tmp_path / "absent.pth")], "error: weights file "),
@@ -157,7 +161,7 @@ def failing(tmp_path: Path) -> list[tuple[list[str], str]]:
         (["--activation", "binary_step", "--epochs", "1"], "error: binary_step cannot be trained"),
         (
             ["--activation", "elu", "--act-param", "alpha=99"],
-            "error: parameter 'alpha' of 'elu' must be a number in [0.01, 10.0]",
+            "error: --act-param: parameter 'alpha' of 'elu' must be a number in [0.01, 10.0]",
         ),
         (["--name", "Bad Name"], "error: invalid model name 'Bad Name'"),
         (["--labels", "imagenet", "--dataset", "shapes"], "error: --labels gives 1000 labels"),
@@ -205,6 +209,20 @@ def test_errors_are_one_line_exit_1_and_write_nothing(tmp_path: Path, capsys) ->
         assert not repo.exists(), extra
 
 
+def test_other_commands_report_unusable_folders_in_one_line(tmp_path: Path, capsys) -> None:
+    a_file = tmp_path / "taken"
+    a_file.write_text("not a folder")
+    cases = [
+        (["sweep", "--out", str(a_file / "sweep")], "error: cannot create the --out directory "),
+        (["defaults", "--readme-only", "--models-dir", str(tmp_path / "absent")],
+         f"error: --models-dir {tmp_path / 'absent'} does not exist or is not a directory"),
+    ]  # fmt: skip
+    for argv, message in cases:
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err
+        assert err.startswith(message) and err.count("\n") == 1, err
+
+
 def test_usage_errors_are_one_line_exit_2(capsys) -> None:
     for argv in (["build", "--epochs", "-1"], ["build", "--frobnicate"], ["nope"], []):
         with pytest.raises(SystemExit) as info:
@@ -217,7 +235,7 @@ def test_usage_errors_are_one_line_exit_2(capsys) -> None:
 def test_real_process_prints_no_traceback(tmp_path: Path) -> None:
     empty = tmp_path / "imgs"
     (empty / "x").mkdir(parents=True)
-    Image.new("RGB", (4, 4)).save(empty / "x" / "note.gif")  # not an accepted format
+    Image.new("RGB", (4, 4)).save(empty / "x" / "note.tiff")  # not a format the service takes
     proc = subprocess.run(
         [
             sys.executable,
@@ -341,6 +359,7 @@ def test_build_from_an_image_folder(tmp_path: Path, capsys) -> None:
             pixels = rng.integers(0, 60, size=(20, 24, 3), dtype=np.uint8)
             pixels[..., channel] = 230
             Image.fromarray(pixels).save(tmp_path / "fruit" / cls / f"{i}.png")
+    (tmp_path / "fruit" / "apples" / "notes.txt").write_text("picked in May")
     argv = [
         "build",
         *SMALL,
@@ -354,8 +373,33 @@ def test_build_from_an_image_folder(tmp_path: Path, capsys) -> None:
         str(tmp_path / "models"),
     ]
     assert main(argv) == 0
-    assert "published resnet8-relu-fruit version 1" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "published resnet8-relu-fruit version 1" in out
+    assert "warning: imagefolder:fruit: skipped 1 file that is not an image" in err
+    assert err.rstrip().endswith(": 1 .txt")
     _, card = load(tmp_path / "models" / "resnet8-relu-fruit" / "1" / "model.onnx")
     assert card.labels == ["apples", "grapes"] and card.dataset == "imagefolder:fruit"
     assert card.resize_size == round(16 * 256 / 224) and card.input_size == (16, 16)
     assert card.split["train"] == 6 and card.split["val"] == 2
+
+
+def test_sigterm_ends_a_build_like_ctrl_c(tmp_path: Path) -> None:
+    """docker stop / Kubernetes: exit 130 with the one-line message, no version and no staging
+    directory left behind, whatever the build was doing when the signal came."""
+    models = tmp_path / "models"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "export", "build", "--arch", "resnet8", "--width", "4",
+         "--threads", "2", "--dataset", "digits", "--image-size", "16", "--epochs", "50",
+         "--name", "stopped", "--models-dir", str(models)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    progress = proc.stderr.read(1)  # the progress bar's first character: training has begun
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert progress and proc.returncode == 130, err
+    assert (
+        err.rstrip().endswith("error: interrupted; nothing was published")
+        and "Traceback" not in err
+    )
+    assert not any(models.glob("stopped/*")) and out == ""

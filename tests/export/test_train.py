@@ -87,6 +87,13 @@ def test_bad_config_is_listed() -> None:
         TrainConfig(epochs=-1, lr=0.0).validate()
 
 
+@pytest.mark.parametrize("weight_decay", [float("nan"), float("inf"), -1.0])
+def test_weight_decay_must_be_finite(weight_decay: float) -> None:
+    """NaN weight decay trained to NaN weights and only failed at the parity check."""
+    with pytest.raises(TrainingError, match=r"^weight decay must be a finite number ≥ 0, got "):
+        TrainConfig(weight_decay=weight_decay).validate()
+
+
 def test_progress_bar_reports_loss_accuracy_and_eta(small_data, capsys) -> None:
     model = build_resnet("resnet8", num_classes=8, width=4, seed=0)
     train_model(model, *small_data, NORM, TrainConfig(epochs=1, batch_size=16), progress=True)

@@ -11,7 +11,13 @@ from safetensors.torch import save_file
 
 from export.errors import WeightsError
 from export.resnet import build_resnet
-from export.weights import ActivationSwapWarning, load_weights, read_checkpoint, save_weights
+from export.weights import (
+    ActivationSwapWarning,
+    check_weights_path,
+    load_weights,
+    read_checkpoint,
+    save_weights,
+)
 
 
 def tiny(activation: str = "relu", classes: int = 10, width: int = 4, seed: int = 0):
@@ -219,3 +225,68 @@ def test_prelu_on_relu_weights_keeps_initial_slopes(tmp_path: Path) -> None:
         load_weights(
             back, read_checkpoint(save(tmp_path, target.state_dict(), "p.pth")), activation="relu"
         )
+
+
+def test_missing_num_batches_tracked_is_fine_like_torchs_strict_load(tmp_path: Path) -> None:
+    """Files saved before PyTorch 0.4.1 (torchvision's classic ResNet files) lack the counters."""
+    source = tiny(seed=1)
+    state = {k: v for k, v in source.state_dict().items() if "num_batches_tracked" not in k}
+    assert len(state) < len(source.state_dict())
+    reference = tiny(seed=2)
+    reference.load_state_dict(state, strict=True)  # torch accepts it too
+    target = tiny(seed=2)
+    load_weights(target, read_checkpoint(save(tmp_path, state)), activation="relu")
+    assert torch.equal(outputs(source), outputs(target))
+    assert all(int(v) == 0 for k, v in target.state_dict().items() if "num_batches_tracked" in k)
+    del state["bn1.running_var"]  # any other missing key is still an error
+    with pytest.raises(WeightsError, match=r"missing keys \(1\): bn1.running_var$"):
+        load_weights(tiny(), read_checkpoint(save(tmp_path, state)))
+
+
+@pytest.mark.parametrize(("mode", "expected"), [("channel", "channel"), ("single", "single")])
+def test_prelu_slopes_mean_prelu_in_their_mode(tmp_path: Path, mode: str, expected: str) -> None:
+    model = build_resnet(
+        "resnet8", "prelu", num_classes=3, width=4, activation_params={"mode": mode}
+    )
+    checkpoint = read_checkpoint(save(tmp_path, model.state_dict()))
+    assert checkpoint.activation is None
+    assert checkpoint.trained_activation() == ("prelu", {"mode": expected})
+    assert read_checkpoint(save(tmp_path, tiny().state_dict())).trained_activation() == (None, {})
+
+
+def test_saved_weights_record_activation_parameters(tmp_path: Path) -> None:
+    path = tmp_path / "leaky.safetensors"
+    model = tiny("leaky_relu")
+    save_weights(model, path, activation="leaky_relu", activation_params={"negative_slope": 0.2})
+    checkpoint = read_checkpoint(path)
+    assert checkpoint.trained_activation() == ("leaky_relu", {"negative_slope": 0.2})
+    torch.save({"state_dict": model.state_dict(), "activation": "elu",
+                "activation_params": {"alpha": 0.5}}, tmp_path / "c.pth")  # fmt: skip
+    assert read_checkpoint(tmp_path / "c.pth").trained_activation() == ("elu", {"alpha": 0.5})
+
+
+def test_unreadable_recorded_parameters_are_a_weights_error(tmp_path: Path) -> None:
+    path = tmp_path / "w.safetensors"
+    tensors = {k: v.contiguous() for k, v in tiny().state_dict().items()}
+    save_file(tensors, str(path), metadata={"actlab.activation_params": "[1, 2]"})
+    with pytest.raises(WeightsError, match=r"^cannot read w.safetensors: its recorded activation"):
+        read_checkpoint(path)
+
+
+def test_a_failed_save_is_one_weights_error_and_leaves_no_file(tmp_path: Path) -> None:
+    target = tmp_path / "absent" / "w.safetensors"
+    with pytest.raises(WeightsError, match=r"^cannot write weights to .*absent/w.safetensors: "):
+        save_weights(tiny(), target, activation="relu")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_check_weights_path(tmp_path: Path) -> None:
+    assert check_weights_path(tmp_path / "w.safetensors") == tmp_path / "w.safetensors"
+    for bad, message in (
+        ("w.pth", "--save-weights needs a .safetensors path in an existing folder"),
+        ("no/w.safetensors", "--save-weights needs a .safetensors path in an existing folder"),
+        ("d.safetensors", "--save-weights: .*d.safetensors is a folder"),
+    ):
+        (tmp_path / "d.safetensors").mkdir(exist_ok=True)
+        with pytest.raises(WeightsError, match=f"^{message}"):
+            check_weights_path(tmp_path / bad)
