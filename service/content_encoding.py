@@ -73,7 +73,7 @@ class DecompressBodyMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
         limit = next((v for prefix, v in self.limits.items() if path.startswith(prefix)), None)
-        encoding = _header(scope, b"content-encoding")
+        encoding = None if limit is None else _header(scope, b"content-encoding")
         if limit is None or encoding is None or encoding.strip().lower() == "identity":
             await self.app(scope, receive, send)
             return
