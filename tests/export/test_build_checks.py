@@ -21,7 +21,8 @@ import export.commands.build
 import export.commands.defaults
 import export.commands.quantize
 from export.__main__ import main, make_parser
-from export.build import BuildRequest, default_name, with_threads
+from export.build import BuildRequest
+from export.build_request import default_name, with_threads
 from export.publish import existing_versions
 from export.resnet import build_resnet
 from service.modelcard import INPUT_NAME, LOGITS_NAME, ModelCard
