@@ -2,21 +2,14 @@
 
 Every dataset becomes an in-memory ``ImageDataset``: RGB uint8 images [N, 3, H, W] already at the
 network's input size, integer targets and the class labels. Images are prepared by the service's
-own code (``service.imaging``), so a training pixel is the pixel the service feeds the model for
-the same file: ``decode_image`` (format sniffed from the bytes, the service's default pixel and
-frame limits, reduced-scale JPEG decoding, EXIF orientation, ``to_rgb``: alpha composited over
-white, 16-bit grey / 257) then ``preprocess_into``'s resize and centre crop for a card with the
-dataset's ``resize_size`` and input size, stopping before the mean/std normalisation.
-``stratified_split`` makes the deterministic train/val split; ``channel_stats`` gives the mean/std
-recorded in the card.
+own code (``export.image_files``), so a training pixel is the pixel the service feeds the model
+for the same file. ``stratified_split`` makes the deterministic train/val split;
+``channel_stats`` gives the mean/std recorded in the card.
 """
 
 from __future__ import annotations
 
-import os
-import struct
 import warnings
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,25 +18,18 @@ import torch
 from PIL import Image
 
 from export.errors import DataError
+from export.image_files import (
+    IMAGE_SUFFIXES,
+    prepare_image,
+    preprocessing_card,
+    read_image,
+    scan_image_folder,
+)
 from export.shapes import SHAPE_CLASSES, render_shapes
-from service.errors import ServiceError, UnsupportedMediaType
-from service.imaging import DecodeLimits, decode_image, draft_size, preprocess_into, to_rgb
-from service.modelcard import ModelCard
 
 DATASETS = ("digits", "shapes", "imagefolder:PATH")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
-"""Files an image folder contributes (case-insensitive): the formats the service accepts."""
-IMAGE_FORMATS = "JPEG, PNG, WebP, BMP or GIF"
-DECODE_LIMITS = DecodeLimits()
-"""The service's default limits (ACTLAB_MAX_PIXELS, ACTLAB_MAX_FRAMES): an image the service
-would refuse is refused here too, with its file name."""
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-_NO_SUFFIX = "(no extension)"
-# preprocess_into with this "normalisation" table writes the raw 0..255 values (exact in float32).
-_IDENTITY_TABLE = np.tile(np.arange(256, dtype=np.float32), (3, 1))
-# What Pillow raises on malformed pixel data that service.imaging does not already translate.
-_MALFORMED = (OSError, EOFError, SyntaxError, ValueError, TypeError, LookupError, struct.error)
 
 
 class SkippedFilesWarning(UserWarning):
@@ -106,47 +92,6 @@ class Split:
         }
 
 
-def preprocessing_card(resize_size: int, input_size: int) -> ModelCard:
-    """A card carrying only the geometry ``service.imaging`` reads (resize policy, resize size,
-    input size): what the published card will say for a model trained on this data."""
-    return ModelCard.model_construct(
-        input_size=(input_size, input_size),
-        resize_size=resize_size,
-        resize_policy="shorter_side_then_center_crop",
-    )
-
-
-def prepare_image(image: Image.Image, card: ModelCard) -> np.ndarray:
-    """uint8 [3, H, W]: ``image`` made RGB, resized and centre-cropped exactly as the service's
-    ``preprocess_into`` does for ``card``, before the mean/std normalisation."""
-    height, width = card.input_size
-    out = np.empty((3, height, width), dtype=np.float32)
-    preprocess_into(to_rgb(image), card, out, _IDENTITY_TABLE)
-    return out.astype(np.uint8)
-
-
-def read_image(path: Path, card: ModelCard) -> np.ndarray:
-    """uint8 [3, H, W] from an image file, decoded by the service's rules; ``DataError`` naming
-    the file if the service would refuse it (unknown format, corrupt, too many pixels)."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"cannot read image {path}: {exc.strerror or exc}") from exc
-    try:
-        return prepare_image(decode_image(data, DECODE_LIMITS, min_size=draft_size(card)), card)
-    except UnsupportedMediaType as exc:
-        raise DataError(
-            f"cannot read image {path}: its content is not {IMAGE_FORMATS} "
-            f"(whatever its extension says)"
-        ) from exc
-    except ServiceError as exc:
-        raise DataError(f"cannot read image {path}: {exc.message}") from exc
-    except Image.DecompressionBombError as exc:  # only if something re-enabled Pillow's own limit
-        raise DataError(f"cannot read image {path}: {exc}") from exc
-    except _MALFORMED as exc:
-        raise DataError(f"cannot read image {path}: not a valid {IMAGE_FORMATS} image") from exc
-
-
 def _to_dataset(
     name: str,
     images: np.ndarray,
@@ -186,34 +131,6 @@ def load_shapes(image_size: int = 32, per_class: int = 300, seed: int = 0) -> Im
     return _to_dataset("shapes", chw, targets, SHAPE_CLASSES, image_size, flips=True)
 
 
-def _visible(entries: list[str]) -> list[str]:
-    return sorted(name for name in entries if not name.startswith("."))
-
-
-def _files_below(folder: Path) -> list[Path]:
-    """Every file under ``folder``, recursively and sorted; hidden files and folders (name starts
-    with '.') are left out; symlinks are followed, each directory is visited once."""
-
-    def fail(exc: OSError) -> None:
-        raise DataError(f"cannot read folder {exc.filename}: {exc.strerror or exc}") from exc
-
-    seen: set[tuple[int, int]] = set()
-    files: list[Path] = []
-    for current, dirs, names in os.walk(folder, onerror=fail, followlinks=True):
-        stat = os.stat(current)
-        if (stat.st_dev, stat.st_ino) in seen:  # a symlink loop or a second link to a folder
-            dirs[:] = []
-            continue
-        seen.add((stat.st_dev, stat.st_ino))
-        dirs[:] = _visible(dirs)
-        files += [Path(current, name) for name in _visible(names)]
-    return sorted(path for path in files if path.is_file())
-
-
-def _suffix(path: Path) -> str:
-    return path.suffix.lower() or _NO_SUFFIX
-
-
 def load_imagefolder(
     root: Path, image_size: int = 224, resize_size: int | None = None
 ) -> ImageDataset:
@@ -225,56 +142,15 @@ def load_imagefolder(
     class, or an image cannot be decoded the way the service decodes it (the message names it).
     """
     root = root.expanduser()
-    if not root.is_dir():
-        raise DataError(f"image folder {root} does not exist or is not a directory")
     resize = resize_size or round(image_size * 256 / 224)
-    try:
-        entries = [root / name for name in _visible(os.listdir(root))]
-    except OSError as exc:
-        raise DataError(f"cannot read folder {root}: {exc.strerror or exc}") from exc
-    folders = [p for p in entries if p.is_dir()]
-    skipped = Counter(_suffix(p) for p in entries if p.is_file())
-    files: list[tuple[Path, int]] = []
-    empty: list[str] = []
-    for target, folder in enumerate(folders):
-        found = _files_below(folder)
-        images = [p for p in found if p.suffix.lower() in IMAGE_SUFFIXES]
-        skipped.update(_suffix(p) for p in found if p.suffix.lower() not in IMAGE_SUFFIXES)
-        files += [(path, target) for path in images]
-        if not images:
-            empty.append(folder.name)
-    allowed = "/".join(s.lstrip(".") for s in IMAGE_SUFFIXES)
-    if not files:
-        raise DataError(
-            f"no images found in {root}: expected one sub-folder per class containing "
-            f"{allowed} files (at any depth)"
-        )
-    if empty:
-        names = ", ".join(repr(name) for name in empty)
-        raise DataError(
-            f"class folder{'s' if len(empty) > 1 else ''} {names} in {root} "
-            f"{'have' if len(empty) > 1 else 'has'} no {allowed} files: a class without images "
-            "cannot be learned; add images or remove the folder"
-        )
-    if len(folders) < 2:
-        raise DataError(
-            f"{root} has images for only one class ({folders[0].name}); need at least two"
-        )
+    scan = scan_image_folder(root)
     card = preprocessing_card(resize, image_size)
-    array = np.empty((len(files), 3, image_size, image_size), dtype=np.uint8)
-    for i, (path, _) in enumerate(files):
+    array = np.empty((len(scan.files), 3, image_size, image_size), dtype=np.uint8)
+    for i, (path, _) in enumerate(scan.files):
         array[i] = read_image(path, card)
-    targets = np.array([t for _, t in files], dtype=np.int64)
-    labels = tuple(folder.name for folder in folders)
-    dataset = _to_dataset(
-        f"imagefolder:{root.name}",
-        array,
-        targets,
-        labels,
-        resize,
-        True,
-        tuple(sorted(skipped.items())),
-    )
+    targets = np.array([target for _, target in scan.files], dtype=np.int64)
+    name = f"imagefolder:{root.name}"
+    dataset = _to_dataset(name, array, targets, scan.labels, resize, True, scan.skipped)
     note = dataset.skipped_note()
     if note is not None:
         warnings.warn(note, SkippedFilesWarning, stacklevel=2)

@@ -12,18 +12,17 @@ import pytest
 import torch
 from PIL import Image
 
-import export.data as data
+import export.image_files as image_files
 from export.data import (
     SkippedFilesWarning,
     channel_stats,
     load_dataset,
     load_imagefolder,
     load_labels,
-    prepare_image,
-    preprocessing_card,
     stratified_split,
 )
 from export.errors import DataError
+from export.image_files import prepare_image, preprocessing_card
 from export.shapes import SHAPE_CLASSES, render_shapes
 
 
@@ -233,7 +232,7 @@ def test_an_oversized_image_is_a_one_line_error_naming_it(tmp_path: Path, monkey
     ):
         load_imagefolder(root, image_size=8)
     # Pillow's own decompression-bomb check, should anything turn it back on.
-    monkeypatch.setattr(data, "DECODE_LIMITS", data.DecodeLimits(max_pixels=10**12))
+    monkeypatch.setattr(image_files, "DECODE_LIMITS", image_files.DecodeLimits(max_pixels=10**12))
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
     with pytest.raises(DataError, match=r"^cannot read image .*huge.png: Image size \(400000000"):
         load_imagefolder(root, image_size=8)
