@@ -29,8 +29,7 @@ def run(args: argparse.Namespace) -> int:
         path = write_models_readme(models_dir, present_names(models_dir, DEFAULT_MODELS, recipe))
         print(f"wrote {path}")
         return 0
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads or recipe.threads)
     chosen = select(args.only or [], recipe)
     done: list[str] = []
 
@@ -85,7 +84,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="only regenerate models/README.md from the files already there",
     )
     parser.add_argument(
-        "--threads", type=non_negative_int, default=0, help="torch threads (0 = torch's default)"
+        "--threads",
+        type=non_negative_int,
+        default=0,
+        help=f"torch threads (0 = the recipe's {recipe.threads}, which the shipped models were "
+        "trained with: another count trains slightly different weights)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
