@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import BadRequest, PayloadTooLarge, ServiceError, UnsupportedMediaType, quoted
-from service.limits import send_error
+from service.limits import header, send_error
 
 _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
@@ -73,7 +73,7 @@ class DecompressBodyMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
         limit = next((v for prefix, v in self.limits.items() if path.startswith(prefix)), None)
-        encoding = None if limit is None else _header(scope, b"content-encoding")
+        encoding = None if limit is None else header(scope, b"content-encoding")
         if limit is None or encoding is None or encoding.strip().lower() == "identity":
             await self.app(scope, receive, send)
             return
@@ -100,13 +100,6 @@ class DecompressBodyMiddleware:
 
 
 _REPLACED = (b"content-encoding", b"content-length", b"transfer-encoding")
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return bytes(value).decode("latin-1")
-    return None
 
 
 def _replay(first: Message, receive: Receive) -> Receive:

@@ -10,6 +10,8 @@ or the client's own input echoed back.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -101,18 +103,35 @@ server error. Nothing is sent: there is no one to send it to."""
 
 def invalid_body(exc: ValidationError, *, what: str = "request", status: int = 422) -> ServiceError:
     """A JSON body pydantic rejected, as the client should see it: 400 ``invalid_json`` with the
-    parser's reason and position when the bytes are not JSON at all, else ``status``
-    ``invalid_request`` naming each bad field (at most 10) and never its value."""
+    parser's reason and position when the bytes are not JSON at all (serde_json's fixed text:
+    "EOF while parsing a list at line 1 column 12"), else ``status`` ``invalid_request`` naming
+    each bad field (at most 10) and never its value."""
     errors = exc.errors()
-    syntax = next((e for e in errors if e["type"] == "json_invalid"), None)
-    if syntax is not None:  # serde_json's fixed text and position ("EOF while parsing a list at
-        reason = (syntax.get("ctx") or {}).get("error", "it could not be parsed")  # line 1 …")
-        return BadRequest(f"the request body is not valid JSON: {reason}", code="invalid_json")
+    return _not_json(errors) or Unprocessable(
+        f"invalid {what}: {_field_problems(errors)}", status=status
+    )
+
+
+def _not_json(errors: Sequence[Any], *, offset: bool = False) -> BadRequest | None:
+    """400 ``invalid_json`` if the parser could not read the body at all: its fixed reason, and
+    with ``offset`` the character offset FastAPI's json.loads puts last in the location."""
+    syntax = next((e for e in errors if e.get("type") == "json_invalid"), None)
+    if syntax is None:
+        return None
+    reason = (syntax.get("ctx") or {}).get("error", "it could not be parsed")
+    position = (syntax.get("loc") or (None,))[-1]
+    where = f" at character {position}" if offset and isinstance(position, int) else ""
+    return BadRequest(f"the request body is not valid JSON: {reason}{where}", code="invalid_json")
+
+
+def _field_problems(errors: Sequence[Any]) -> str:
+    """ "loc: msg" for at most 10 errors: field locations and messages, never the input itself
+    (FastAPI's leading "body" location is dropped)."""
     parts = []
     for err in errors[:10]:
-        loc = ".".join(str(p) for p in err.get("loc", ())) or "body"
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
         parts.append(f"{loc}: {err.get('msg', 'invalid')}")
-    return Unprocessable(f"invalid {what}: " + "; ".join(parts), status=status)
+    return "; ".join(parts)
 
 
 def error_body(error: ServiceError, *, protocol: str = "v1") -> dict[str, object]:
@@ -154,15 +173,6 @@ def _route_without_slash_exists(request: Request) -> bool:
     return any(route.matches(scope)[0] != Match.NONE for route in request.app.router.routes)
 
 
-def _describe_validation(exc: RequestValidationError) -> str:
-    """Field locations and messages only: never the offending input itself."""
-    parts = []
-    for err in exc.errors()[:10]:
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
-    return "invalid request: " + "; ".join(parts)
-
-
 def install_error_handlers(app: FastAPI) -> None:
     """Render every error (ours, FastAPI validation, Starlette HTTP, unexpected) the same way."""
 
@@ -180,15 +190,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        syntax = next((e for e in exc.errors() if e.get("type") == "json_invalid"), None)
-        if syntax is not None:  # FastAPI's json.loads: its fixed reason, the character offset
-            reason = (syntax.get("ctx") or {}).get("error", "it could not be parsed")
-            position = syntax.get("loc", ("body", None))[-1]
-            where = f" at character {position}" if isinstance(position, int) else ""
-            message = f"the request body is not valid JSON: {reason}{where}"
-            return render(request, BadRequest(message, code="invalid_json"))
+        errors = exc.errors()
         status = 400 if _protocol_of(request) == "v2" else 422
-        return render(request, Unprocessable(_describe_validation(exc), status=status))
+        problems = Unprocessable(f"invalid request: {_field_problems(errors)}", status=status)
+        return render(request, _not_json(errors, offset=True) or problems)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:

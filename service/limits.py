@@ -110,14 +110,20 @@ class BodySizeLimitMiddleware:
             await send_error(scope, receive, send, self._too_large(limit, prefix))
 
 
-def _content_length(scope: Scope) -> int | None:
+def header(scope: Scope, name: bytes) -> str | None:
+    """The first value of the request header ``name`` (lower-case bytes), or None."""
     for key, value in scope.get("headers", ()):
-        if key == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
+        if key == name:
+            return bytes(value).decode("latin-1")
     return None
+
+
+def _content_length(scope: Scope) -> int | None:
+    value = header(scope, b"content-length")
+    try:
+        return None if value is None else int(value)
+    except ValueError:
+        return None
 
 
 class ConcurrencyLimiter:

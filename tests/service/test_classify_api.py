@@ -17,6 +17,7 @@ from PIL import Image
 from service_images import gradient_rgb, halves, jpeg, jpeg_with_orientation, png
 from service_reference import reference_preprocess, run_reference, softmax64
 
+from service.imaging import MAX_RESIZED_PIXELS
 from service.modelcard import ModelCard
 from service.schemas import ClassifyResponse
 
@@ -101,13 +102,24 @@ def test_content_type_does_not_decide_the_format(client: TestClient) -> None:
     assert response.status_code == 200
 
 
-def test_a_one_pixel_high_strip_is_classified_without_a_giant_resize(client: TestClient) -> None:
+def test_a_one_pixel_high_strip_is_classified_without_a_giant_resize(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """1 000 000 × 1 (a 1 KB PNG) is within the pixel limit; resized whole it would be gigabytes."""
+    sizes: list[tuple[int, int]] = []
+    real_resize = Image.Image.resize
+
+    def spy(self: Image.Image, size: tuple[int, int], *args: Any, **kwargs: Any) -> Image.Image:
+        sizes.append(size)
+        return real_resize(self, size, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "resize", spy)
     strip = Image.fromarray((np.arange(1_000_000) % 251).astype(np.uint8)[None, :], "L")
     response = client.post("/v1/classify", files={"file": ("strip.png", png(strip), "image/png")})
     assert response.status_code == 200, response.text
     (prediction,) = response.json()["predictions"]
     assert 0.0 < prediction["top_k"][0]["probability"] <= 1.0
+    assert sizes and max(w * h for w, h in sizes) <= MAX_RESIZED_PIXELS
 
 
 def test_top_k_default_clamp_and_body_over_query(client: TestClient) -> None:
