@@ -32,7 +32,7 @@ from service.errors import ServiceError, install_error_handlers
 from service.head import HeadAsGetMiddleware
 from service.inspect import InspectionCache
 from service.limits import BodyLimitExceeded, BodySizeLimitMiddleware
-from service.metrics import Metrics, MetricsMiddleware
+from service.metrics import Metrics, MetricsMiddleware, RouteTemplates
 from service.openapi_doc import finish_openapi
 from service.query_params import reject_unknown_query_parameters
 from service.registry import ModelRegistry
@@ -97,7 +97,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["Authorization", "X-API-Key", "Content-Type"],
             max_age=600,
         )
-    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(
+        MetricsMiddleware,
+        metrics=app.state.metrics,
+        template_of=RouteTemplates(lambda: app.openapi()["paths"]),
+    )
     app.add_middleware(HeadAsGetMiddleware)
     finish_openapi(app, api_key=bool(settings.api_key))
     return app

@@ -7,11 +7,14 @@ inferences per model; error handlers record rejections by reason (the error code
 
 from __future__ import annotations
 
+import re
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -104,10 +107,32 @@ class Metrics:
             self.preprocess_seconds.observe(preprocess_s / per_image)
 
 
+class RouteTemplates:
+    """Path → route template, for requests answered before routing sets ``scope["route"]``.
+
+    A 413 on ``Content-Length`` or a 401 is sent by a middleware, so the router never sees the
+    request; without this it would be counted as ``route="unmatched"``. The templates are the
+    app's OpenAPI paths (``paths()``, read once on first use), tried in declaration order like the
+    router; a path matching none of them stays ``unmatched``.
+    """
+
+    def __init__(self, paths: Callable[[], Iterable[str]]) -> None:
+        self._paths = paths
+        self._compiled: list[tuple[re.Pattern[str], str]] | None = None
+
+    def __call__(self, path: str) -> str | None:
+        if self._compiled is None:
+            self._compiled = [(compile_path(t)[0], t) for t in self._paths()]
+        return next((t for pattern, t in self._compiled if pattern.match(path)), None)
+
+
 class MetricsMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(
+        self, app: ASGIApp, metrics: Metrics, template_of: Callable[[str], str | None] | None = None
+    ) -> None:
         self.app = app
         self.metrics = metrics
+        self.template_of = template_of
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -127,7 +152,13 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_with_status)
         finally:
             self.metrics.in_flight.dec()
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            template = self._template(scope)
             self.metrics.requests.labels(template, scope["method"], str(status)).inc()
             self.metrics.request_seconds.labels(template).observe(time.perf_counter() - started)
+
+    def _template(self, scope: Scope) -> str:
+        routed = getattr(scope.get("route"), "path", None)
+        if routed:
+            return str(routed)
+        matched = self.template_of(scope["path"]) if self.template_of is not None else None
+        return matched or "unmatched"

@@ -136,6 +136,29 @@ def test_metrics_registry_is_per_app(model_repo: Path) -> None:
             assert ("actlab_inferences_total", (("model", "tiny-relu"),)) not in s
 
 
+def test_metrics_label_middleware_rejections_with_their_route(model_repo: Path) -> None:
+    """A 413 on Content-Length and a 401 never reach the router; they still count per route."""
+    settings = make_settings(model_repo, max_body_bytes=1000, api_key="k3y")
+    key = {"X-API-Key": "k3y"}
+    with running_app(settings) as client:
+        too_big = {**RAW_PNG, **key, "content-length": "5000"}
+        for path in ("/v1/models/tiny-relu/classify", "/v2/models/tiny-relu/infer", "/v9/nope"):
+            assert client.post(path, content=b"x" * 5000, headers=too_big).status_code == 413
+        assert client.get("/v2/models/stats").status_code == 401
+        assert client.get("/v2/models/tiny-relu/versions/1/ready").status_code == 401
+        s = _samples(client.get("/metrics", headers=key).text)
+
+    def requests(method: str, route: str, status: str) -> float:
+        labels = (("method", method), ("route", route), ("status", status))
+        return s.get(("actlab_requests_total", labels), 0.0)
+
+    assert requests("POST", "/v1/models/{name}/classify", "413") == 1.0
+    assert requests("POST", "/v2/models/{name}/infer", "413") == 1.0
+    assert requests("POST", "unmatched", "413") == 1.0
+    assert requests("GET", "/v2/models/stats", "401") == 1.0  # not "/v2/models/{name}"
+    assert requests("GET", "/v2/models/{name}/versions/{version}/ready", "401") == 1.0
+
+
 @pytest.fixture(scope="module")
 def keyed_client(model_repo: Path) -> TestClient:
     settings = make_settings(model_repo, api_key="k3y", cors_origins="https://app.example")
