@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.routes import activations, classify, compare, health, inspect, metrics, models, v2
+from service.routes import (
+    activations,
+    classify,
+    compare,
+    health,
+    inspect,
+    linearity,
+    metrics,
+    models,
+    v2,
+)
 
 ROUTERS: list[APIRouter] = [
     health.router,
@@ -13,6 +23,7 @@ ROUTERS: list[APIRouter] = [
     metrics.router,
     activations.router,
     inspect.router,
+    linearity.router,
     compare.router,
     v2.router,
 ]
