@@ -34,9 +34,12 @@ COPY --from=api-build /opt/venv /opt/venv
 # The default models, owned by root: the service user can read them, never change them.
 # docker-compose.yml also mounts ./models here read-only, so re-exported models are served.
 COPY --chown=root:root models /app/models
+# XDG_CACHE_HOME: onnxruntime persists a telemetry id under ~/.cache and warns at every start
+# when it cannot (HOME is /nonexistent, the root filesystem read-only); /tmp is a tmpfs.
 ENV PATH=/opt/venv/bin:$PATH \
     ACTLAB_MODELS_DIR=/app/models \
-    ACTLAB_DEFAULT_MODEL=resnet20-relu-digits
+    ACTLAB_DEFAULT_MODEL=resnet20-relu-digits \
+    XDG_CACHE_HOME=/tmp
 USER 10001:10001
 EXPOSE 8000
 # Readiness without curl: 200 only once every startup model is loaded and warm.

@@ -32,6 +32,7 @@ from service.errors import ServiceError, install_error_handlers
 from service.head import HeadAsGetMiddleware
 from service.inspect import InspectionCache
 from service.limits import BodyLimitExceeded, BodySizeLimitMiddleware
+from service.logs import enable_service_logs
 from service.metrics import Metrics, MetricsMiddleware, RouteTemplates
 from service.openapi_doc import finish_openapi
 from service.query_params import reject_unknown_query_parameters
@@ -45,15 +46,18 @@ log = logging.getLogger("actlab.app")
 
 DESCRIPTION = """\
 Classify images with ResNet models built on any activation function, evaluate activation
-functions, and look inside a model's activations. Every error is
-`{"error": {"code": "<stable code>", "message": "<what was wrong and what is allowed>"}}`.
-If the server has an API key, send `Authorization: Bearer <key>` or `X-API-Key: <key>` on every
-route except `/health/*` and these docs.
+functions, and look inside a model's activations. Errors are
+`{"error": {"code": "<stable code>", "message": "<what was wrong and what is allowed>"}}`,
+except on the Open Inference Protocol routes (`/v2/...`), whose errors are the protocol's
+`{"error": "<what was wrong and what is allowed>"}`. If the server has an API key, send
+`Authorization: Bearer <key>` or `X-API-Key: <key>` on every route except `/health/*`,
+`/v2/health/*` and these docs.
 """
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings if settings is not None else Settings()
+    enable_service_logs()
     app = FastAPI(
         title="actlab",
         version="1",

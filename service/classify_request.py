@@ -92,19 +92,31 @@ class _FormOptions(BaseModel):
 
 
 class _MultipartParser(MultiPartParser):
-    """Starlette's parser that also rejects a body ending before its closing boundary line.
+    """Starlette's parser that keeps file parts in memory and rejects a body ending before its
+    closing boundary line.
+
+    Starlette spools a file part over 1 MB to a temporary file. The body limit already bounds
+    every part (``max_body_bytes``), as it bounds a raw ``image/*`` body read into memory, so
+    parts stay in memory: no disk writes per upload, and no 500 when a small ``/tmp`` (the
+    containers' tmpfs) fills up under parallel uploads.
 
     python-multipart calls ``on_end`` only at ``--boundary--`` and accepts a body cut short; the
     check raises from inside the stream, so Starlette's error path closes any spooled file.
     """
 
     def __init__(
-        self, headers: Headers, stream: AsyncGenerator[bytes, None], max_files: int, max_fields: int
+        self,
+        headers: Headers,
+        stream: AsyncGenerator[bytes, None],
+        max_files: int,
+        max_fields: int,
+        max_body_bytes: int,
     ) -> None:
         self._closed = False
         super().__init__(
             headers, self._until_closed(stream), max_files=max_files, max_fields=max_fields
         )
+        self.spool_max_size = max_body_bytes + 1  # never rolls over: no part exceeds the body
 
     def on_end(self) -> None:
         self._closed = True
@@ -166,7 +178,7 @@ async def _read_multipart(
     else:
         stream = _one_chunk(await _read_body(request, max_body_bytes))
     # One field more than allowed, so a stray or repeated field is named rather than counted.
-    parser = _MultipartParser(request.headers, stream, max_images, len(fields) + 1)
+    parser = _MultipartParser(request.headers, stream, max_images, len(fields) + 1, max_body_bytes)
     try:
         async with aclosing(stream):
             form = await parser.parse()

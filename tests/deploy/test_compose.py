@@ -170,6 +170,24 @@ def test_lb_serves_the_shared_rules_in_front_of_healthy_replicas(
     assert "/lb/health" in health
 
 
+def _mebibytes(size: str) -> float:
+    number, unit = re.fullmatch(r"(\d+)([kmg])", size.lower()).groups()  # type: ignore[union-attr]
+    return int(number) * {"k": 1 / 1024, "m": 1, "g": 1024}[unit]
+
+
+def test_lb_has_room_to_buffer_parallel_maximum_size_uploads(services: dict[str, Any]) -> None:
+    """nginx writes every body over client_body_buffer_size to /var/cache/nginx (a tmpfs): 64 MB
+    held three 20 MB uploads, and the fourth got a 500. The tmpfs counts against the memory
+    limit, so that must leave nginx its own room too."""
+    lb = services["lb"]
+    sizes = dict(entry.split(":size=") for entry in lb["tmpfs"])
+    cache_mb = _mebibytes(sizes["/var/cache/nginx"])
+    rules = parse_nginx(NGINX_RULES.read_text())
+    body_mb = int(find_directives(rules, "client_max_body_size")[0].args[0]) / 2**20
+    assert cache_mb >= 16 * body_mb
+    assert _mebibytes(lb["deploy"]["resources"]["limits"]["memory"]) >= cache_mb + 128
+
+
 def test_export_writes_models_into_the_project(services: dict[str, Any]) -> None:
     export = services["export"]
     assert export["build"] == {"context": ".", "target": "export"}

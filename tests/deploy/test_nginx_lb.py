@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -147,3 +148,45 @@ def test_metrics_are_not_served_through_the_balancer(
     assert reply.json()["error"]["code"] == "not_found"
     assert passed.status_code == 200
     assert replica.hits == [("GET", "/health/ready", 0)]
+
+
+def test_busy_replicas_are_not_taken_out_of_rotation(
+    tmp_path: Path, stubs: list[StubReplica]
+) -> None:
+    """A burst of 503s (every replica over its concurrency limit) must not make nginx treat the
+    replicas as failed: the first request after the burst reaches them again."""
+    replicas = start(stubs, StubReply(503, {"Retry-After": "1"}, OVERLOADED), count=2)
+    with run_load_balancer(tmp_path, [r.port for r in replicas]) as lb:
+        for _ in range(8):  # each request's first try counts as a failure: 4 per replica
+            busy = httpx.post(f"{lb.url}/v1/classify", content=b"x", timeout=10)
+            assert busy.status_code == 503 and busy.content == OVERLOADED  # the replicas' own
+        for replica in replicas:
+            replica.reply = StubReply(200, body=b'{"ok": true}')
+        reply = httpx.post(f"{lb.url}/v1/classify", content=b"x", timeout=10)
+    assert reply.status_code == 200, reply.text
+    assert total_hits(replicas) == 17
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/v1/classify", {"error": {"code": "internal_error", "message": "{message}"}}),
+        ("/v2/models/m/infer", {"error": "{message}"}),
+    ],
+)
+def test_the_balancers_own_failure_is_a_json_error(
+    tmp_path: Path, stubs: list[StubReplica], path: str, expected: dict[str, object]
+) -> None:
+    """nginx cannot buffer a body over client_body_buffer_size (its temp directory is gone, as
+    when compose's tmpfs is full): the client gets the service's error shape, not an HTML page."""
+    (replica,) = start(stubs, StubReply(200))
+    with run_load_balancer(tmp_path, [replica.port]) as lb:
+        shutil.rmtree(tmp_path / "temp" / "client_body")
+        reply = httpx.post(f"{lb.url}{path}", content=b"\0" * 2_000_000, timeout=30)
+    message = (
+        "the load balancer failed to forward the request (its error log says why); retry later"
+    )
+    assert reply.status_code == 500
+    assert reply.headers["content-type"] == "application/json"
+    assert reply.json() == json.loads(json.dumps(expected).replace("{message}", message))
+    assert replica.hits == []

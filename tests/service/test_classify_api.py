@@ -486,3 +486,25 @@ def test_a_batch_holds_one_decoded_image_at_a_time(
     response = client.post("/v1/models/tiny-relu/classify", files=files)
     assert response.status_code == 200 and len(response.json()["predictions"]) == 6
     assert (len(alive), most_alive) == (6, 1)
+
+
+def test_large_multipart_parts_stay_in_memory(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 3 MB file part is not spooled to a temporary file: a full (or tiny) /tmp, as in the
+    containers' tmpfs under parallel uploads, cannot turn an upload into a 500."""
+    import tempfile
+
+    def no_disk(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    noise = np.random.default_rng(0).integers(0, 256, (1024, 1024, 3), dtype=np.uint8)
+    big = png(Image.fromarray(noise))
+    assert len(big) > 3_000_000
+    monkeypatch.setattr(tempfile, "TemporaryFile", no_disk)
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", no_disk)
+    response = client.post(
+        "/v1/models/tiny-relu/classify", files={"file": ("big.png", big, "image/png")}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["predictions"][0]["top_k"]

@@ -38,13 +38,16 @@ class Server:
     process: subprocess.Popen[bytes]
     url: str
     port: int
+    log: Path
 
     def client(self, timeout: float = 30.0) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=timeout)
 
 
 @contextmanager
-def uvicorn_server(models_dir: Path, tmp_path: Path, **env: str) -> Iterator[Server]:
+def uvicorn_server(
+    models_dir: Path, tmp_path: Path, log_level: str = "warning", **env: str
+) -> Iterator[Server]:
     port = free_port()
     environment = {
         **os.environ,
@@ -52,14 +55,15 @@ def uvicorn_server(models_dir: Path, tmp_path: Path, **env: str) -> Iterator[Ser
         "ACTLAB_WARMUP_RUNS": "1",
         **{f"ACTLAB_{key.upper()}": value for key, value in env.items()},
     }
-    log = (tmp_path / f"uvicorn-{port}.log").open("wb")
+    log_path = tmp_path / f"uvicorn-{port}.log"
+    log = log_path.open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory",
          "--host", "127.0.0.1", "--port", str(port), "--timeout-graceful-shutdown", "20",
-         "--log-level", "warning"],
+         "--log-level", log_level],
         cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
-    server = Server(process, f"http://127.0.0.1:{port}", port)
+    server = Server(process, f"http://127.0.0.1:{port}", port, log_path)
     try:
         _wait_ready(server)
         yield server
@@ -344,3 +348,21 @@ def test_a_client_hanging_up_mid_upload_is_not_a_server_error(
             assert client.get("/health/ready").status_code == 200
     log = next(tmp_path.glob("uvicorn-*.log")).read_text()
     assert "Traceback" not in log and "unhandled error" not in log
+
+
+def test_startup_and_reloads_are_logged(
+    model_repo_copy: Path, tmp_path: Path, make_model: object
+) -> None:
+    """Operators confirm a SIGHUP from the logs: actlab lines reach stderr at uvicorn's level."""
+    with uvicorn_server(model_repo_copy, tmp_path, log_level="info") as server:
+        make_model(model_repo_copy, "tiny-relu", "relu", 3, seed=7)  # type: ignore[operator]
+        server.process.send_signal(signal.SIGHUP)
+        _wait_for(lambda: "reload: loaded tiny-relu/3" in server.log.read_text())
+        text = server.log.read_text()
+    assert "INFO:     actlab.reload: startup: serving " in text
+    assert "INFO:     actlab.registry: model tiny-relu version 3 loaded and warm" in text
+    quiet = tmp_path / "quiet"
+    quiet.mkdir()
+    with uvicorn_server(model_repo_copy, quiet, log_level="warning") as server:
+        pass
+    assert "actlab" not in server.log.read_text()
