@@ -55,11 +55,28 @@ class ParamInfo(BaseModel):
 
 class PropertiesInfo(BaseModel):
     output_range: tuple[float | None, float | None] = Field(
-        description="[low, high] of f; null means unbounded on that side."
+        description="[low, high]: the greatest lower and least upper bound of f (not necessarily "
+        "reached); null means unbounded on that side."
     )
-    min_value: float | None = Field(description="Global minimum of f; null if unbounded below.")
-    monotonic: bool
-    smooth: bool = Field(description="Continuously differentiable everywhere.")
+    min_value: float | None = Field(
+        description="Greatest lower bound (infimum) of f; null if unbounded below. A true minimum "
+        "only where min_attained is true: sigmoid, tanh, ELU, SELU, CELU, softplus, softsign, "
+        "gaussian and softmax only approach it."
+    )
+    min_attained: bool = Field(
+        description="f takes the value min_value at some finite x (a minimum, not only an infimum)."
+    )
+    monotonic: bool = Field(
+        description="Non-decreasing everywhere. Softplus (torch's form, x where beta * x > "
+        "threshold) drops by log1p(exp(-threshold)) / beta at x = threshold / beta; it is "
+        "reported monotonic only when that drop is less than half the gap between float32 "
+        "numbers just below threshold / beta (invisible to a float32 network, as at the defaults)."
+    )
+    smooth: bool = Field(
+        description="Continuously differentiable everywhere. Softplus: only when its drop is "
+        "invisible in float32 (see monotonic) and so is its slope's jump there, "
+        "sigmoid(-threshold) < 2^-25 (half the float32 gap below 1)."
+    )
     zero_centred: bool = Field(description="f is odd, so symmetric input gives zero-mean output.")
     bounded: bool = Field(description="Bounded below and above.")
     saturation: Literal["none", "negative", "positive", "both"] = Field(
@@ -72,6 +89,7 @@ class PropertiesInfo(BaseModel):
         return cls(
             output_range=props.output_range,
             min_value=props.min_value,
+            min_attained=props.min_attained,
             monotonic=props.monotonic,
             smooth=props.smooth,
             zero_centred=props.zero_centred,
@@ -93,6 +111,7 @@ _SIGMOID_EXAMPLE: dict[str, Any] = {
     "properties": {
         "output_range": [0.0, 1.0],
         "min_value": 0.0,
+        "min_attained": False,
         "monotonic": True,
         "smooth": True,
         "zero_centred": False,
@@ -148,7 +167,9 @@ class EvalRange(BaseModel):
 
     start: Number
     stop: Number = Field(description="Included, like numpy.linspace.")
-    num: int = Field(ge=1, le=MAX_POINTS, description=f"Number of points, 1 to {MAX_POINTS}.")
+    num: Annotated[int, Strict()] = Field(
+        ge=1, le=MAX_POINTS, description=f"Number of points, an integer from 1 to {MAX_POINTS}."
+    )
 
 
 class EvalRequest(BaseModel):
@@ -197,10 +218,11 @@ class EvalResponse(BaseModel):
                     "params": {},
                     "x": [-2.0, 0.0, 2.0],
                     "y": [-0.9640275800758169, 0.0, 0.9640275800758169],
-                    "dy": [0.07065082485316443, 1.0, 0.07065082485316443],
+                    "dy": [0.07065082485316446, 1.0, 0.07065082485316446],
                     "properties": {
                         "output_range": [-1.0, 1.0],
                         "min_value": -1.0,
+                        "min_attained": False,
                         "monotonic": True,
                         "smooth": True,
                         "zero_centred": True,

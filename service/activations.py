@@ -5,7 +5,10 @@ from the same names. ``export.activations`` maps every network-usable name here 
 factory; a test asserts both sets are equal and that the values agree on a dense grid.
 
 Every function is evaluated in float64 and is finite for finite input up to |x| = 1e4 and beyond
-(no overflow: exponentials only ever see non-positive arguments or clipped ones).
+(no overflow: exponentials only ever see non-positive arguments or clipped ones). f and f' keep
+full relative precision far into the tails (about 1e-13 up to |x| = 1e6, until the value drops
+below the normal float64 range): nothing is computed as a difference of nearly equal numbers
+(sigmoid from exp(-|x|), 1 - tanh² as sech², GELU's Phi from erfc).
 """
 
 from __future__ import annotations
@@ -81,10 +84,20 @@ class Properties:
     output_range: tuple[float | None, float | None]
     """(low, high); None means unbounded on that side."""
     min_value: float | None
-    """Global minimum of f, or None if unbounded below."""
+    """Greatest lower bound (infimum) of f, or None if unbounded below; whether f reaches it is
+    ``min_attained`` (sigmoid, tanh, ELU, SELU, CELU, softplus, softsign, gaussian and
+    softmax only approach it)."""
+    min_attained: bool
+    """f takes the value ``min_value`` at some finite x (a true minimum, not only an infimum)."""
     monotonic: bool
+    """Non-decreasing everywhere. Softplus (torch's form, which returns x above the threshold)
+    drops by log1p(exp(-threshold)) / beta at x = threshold / beta; it counts as monotonic only
+    when that drop is below float32 resolution there (less than half the gap between float32
+    numbers just below threshold / beta), i.e. invisible to a float32 network."""
     smooth: bool
-    """Continuously differentiable everywhere (C1)."""
+    """Continuously differentiable everywhere (C1). For softplus: only when the drop above is
+    below float32 resolution and so is the slope's jump there, sigmoid(-threshold) < 2**-25
+    (half the float32 gap below 1)."""
     zero_centred: bool
     """f is odd (f(-x) = -f(x)), so a symmetric input gives zero-mean output."""
     bounded: bool
@@ -144,7 +157,20 @@ def _relu(x: Array) -> Array:
 
 
 def _sigmoid(x: Array) -> Array:
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
+    """1 / (1 + exp(-x)), accurate in both tails: exp only ever sees -|x|."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0.0, 1.0, e) / (1.0 + e)
+
+
+def _sigmoid_slope(x: Array) -> Array:
+    """sigmoid(x) * sigmoid(-x) = sigmoid'(x), without forming 1 - sigmoid(x)."""
+    e = np.exp(-np.abs(x))
+    return e / (1.0 + e) ** 2
+
+
+def _sech2(x: Array) -> Array:
+    """sech(x)**2 = 1 - tanh(x)**2 = 4 * sigmoid'(2x), accurate where tanh(x) rounds to ±1."""
+    return 4.0 * _sigmoid_slope(2.0 * x)
 
 
 def _softplus(x: Array, beta: float = 1.0, threshold: float = 20.0) -> Array:
@@ -153,7 +179,8 @@ def _softplus(x: Array, beta: float = 1.0, threshold: float = 20.0) -> Array:
     return np.where(bx > threshold, x, small / beta)
 
 
-_erf = np.vectorize(math.erf, otypes=[np.float64])
+_erfc = np.vectorize(math.erfc, otypes=[np.float64])
+_INV_SQRT_2 = 1.0 / math.sqrt(2.0)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _SELU_ALPHA = 1.6732632423543772848170429916717
 _SELU_SCALE = 1.0507009873554804934193349852946
@@ -193,11 +220,13 @@ def _props(
     zero_centred: bool = False,
     saturation: Saturation,
     min_value: float | None = None,
+    min_attained: bool,
 ) -> Properties:
     lowest = low if min_value is None else min_value
     return Properties(
         output_range=(lowest, high),
         min_value=lowest,
+        min_attained=min_attained,
         monotonic=monotonic,
         smooth=smooth,
         zero_centred=zero_centred,
@@ -220,27 +249,37 @@ _GELU_APPROX = Param(
 )
 
 
+def _gelu_tanh_arg(x: Array) -> Array:
+    """2z for GELU's tanh form, where 0.5 * (1 + tanh(z)) = sigmoid(2z); |x| is clipped at 100
+    (sigmoid(2z) is exactly 0 or 1 far before) so x**3 cannot overflow."""
+    xc = np.clip(x, -100.0, 100.0)
+    return 2.0 * _SQRT_2_OVER_PI * (xc + 0.044715 * xc**3)
+
+
+def _big_phi(x: Array) -> Array:
+    """Standard normal CDF as 0.5 * erfc(-x / sqrt 2): no 1 + erf(x) cancellation for x < 0."""
+    return 0.5 * _erfc(-x * _INV_SQRT_2)
+
+
 def _gelu(x: Array, p: dict[str, ParamValue]) -> Array:
     if p["approximate"] == "tanh":
-        xc = np.clip(x, -100.0, 100.0)  # tanh is exactly ±1 far before; avoids x**3 overflow
-        return 0.5 * x * (1.0 + np.tanh(_SQRT_2_OVER_PI * (xc + 0.044715 * xc**3)))
-    return 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)))
+        return x * _sigmoid(_gelu_tanh_arg(x))
+    return x * _big_phi(x)
 
 
 def _gelu_df(x: Array, p: dict[str, ParamValue]) -> Array:
     if p["approximate"] == "tanh":
         xc = np.clip(x, -100.0, 100.0)
-        t = np.tanh(_SQRT_2_OVER_PI * (xc + 0.044715 * xc**3))
-        sech2 = 1.0 - t * t
-        return 0.5 * (1.0 + t) + 0.5 * xc * sech2 * _SQRT_2_OVER_PI * (1.0 + 3 * 0.044715 * xc**2)
+        arg = _gelu_tanh_arg(x)
+        d_arg = 2.0 * _SQRT_2_OVER_PI * (1.0 + 3 * 0.044715 * xc**2)
+        return _sigmoid(arg) + xc * _sigmoid_slope(arg) * d_arg
     pdf = np.exp(-0.5 * _square_capped(x)) / math.sqrt(2.0 * math.pi)
-    return 0.5 * (1.0 + _erf(x / math.sqrt(2.0))) + x * pdf
+    return _big_phi(x) + x * pdf
 
 
 def _silu_df(x: Array, p: dict[str, ParamValue]) -> Array:
-    beta = _f(p, "beta")
-    s = _sigmoid(beta * x)
-    return s + beta * x * s * (1.0 - s)
+    bx = _f(p, "beta") * x
+    return _sigmoid(bx) + bx * _sigmoid_slope(bx)
 
 
 def _mish(x: Array, p: dict[str, ParamValue]) -> Array:
@@ -248,13 +287,49 @@ def _mish(x: Array, p: dict[str, ParamValue]) -> Array:
 
 
 def _mish_df(x: Array, p: dict[str, ParamValue]) -> Array:
-    t = np.tanh(_softplus(x))
-    return t + x * _sigmoid(x) * (1.0 - t * t)
+    sp = _softplus(x)
+    return np.tanh(sp) + x * _sigmoid(x) * _sech2(sp)
 
 
 def _softplus_df(x: Array, p: dict[str, ParamValue]) -> Array:
     beta, threshold = _f(p, "beta"), _f(p, "threshold")
     return np.where(beta * x > threshold, 1.0, _sigmoid(beta * x))
+
+
+_FLOAT32_HALF_GAP_BELOW_1 = 2.0**-25
+
+
+def _softplus_props(p: dict[str, ParamValue]) -> Properties:
+    """Monotonic and smooth only where torch's switch to x at threshold / beta is invisible in
+    float32 (see ``Properties.monotonic`` and ``Properties.smooth``)."""
+    beta, threshold = _f(p, "beta"), _f(p, "threshold")
+    at = np.float32(threshold / beta)
+    gap = float(at - np.nextafter(at, np.float32(0.0)))  # float32 spacing just below the switch
+    drop = math.log1p(math.exp(-threshold)) / beta
+    continuous = drop < gap / 2.0
+    slope_jump = 1.0 / (1.0 + math.exp(threshold))  # 1 - sigmoid(threshold)
+    return _props(
+        0.0,
+        None,
+        monotonic=continuous,
+        smooth=continuous and slope_jump < _FLOAT32_HALF_GAP_BELOW_1,
+        saturation="negative",
+        min_attained=False,
+    )
+
+
+def _leaky_props(slope: float) -> Properties:
+    """Leaky ReLU / PReLU with negative slope ``slope``; slope 1 is the identity."""
+    linear = slope == 1.0
+    return _props(
+        None if slope > 0 else 0.0,
+        None,
+        monotonic=True,
+        smooth=linear,
+        zero_centred=linear,
+        saturation="none" if slope > 0 else "negative",
+        min_attained=slope == 0,
+    )
 
 
 _ALPHA = Param("alpha", 1.0, "scale of the negative saturation", minimum=0.01, maximum=10.0)
@@ -267,7 +342,9 @@ _ENTRIES: tuple[Activation, ...] = (
         "Rectified linear unit: cheapest nonlinearity; dead for x < 0.",
         lambda x, p: _relu(x),
         lambda x, p: _step(x),
-        lambda p: _props(0.0, None, monotonic=True, smooth=False, saturation="negative"),
+        lambda p: _props(
+            0.0, None, monotonic=True, smooth=False, saturation="negative", min_attained=True
+        ),
     ),
     Activation(
         "relu6",
@@ -275,7 +352,9 @@ _ENTRIES: tuple[Activation, ...] = (
         "ReLU capped at 6 (MobileNet).",
         lambda x, p: np.clip(x, 0.0, 6.0),
         lambda x, p: ((x > 0.0) & (x < 6.0)).astype(np.float64),
-        lambda p: _props(0.0, 6.0, monotonic=True, smooth=False, saturation="both"),
+        lambda p: _props(
+            0.0, 6.0, monotonic=True, smooth=False, saturation="both", min_attained=True
+        ),
     ),
     Activation(
         "leaky_relu",
@@ -283,13 +362,7 @@ _ENTRIES: tuple[Activation, ...] = (
         "ReLU with a small negative slope, so units never die.",
         lambda x, p: np.where(x > 0.0, x, _f(p, "negative_slope") * x),
         lambda x, p: np.where(x > 0.0, 1.0, _f(p, "negative_slope")),
-        lambda p: _props(
-            None if _f(p, "negative_slope") > 0 else 0.0,
-            None,
-            monotonic=True,
-            smooth=False,
-            saturation="none" if _f(p, "negative_slope") > 0 else "negative",
-        ),
+        lambda p: _leaky_props(_f(p, "negative_slope")),
         params=(Param("negative_slope", 0.01, "slope for x < 0", minimum=0.0, maximum=1.0),),
     ),
     Activation(
@@ -298,13 +371,7 @@ _ENTRIES: tuple[Activation, ...] = (
         "Parametric ReLU: the negative slope is learned, per channel or one for the layer.",
         lambda x, p: np.where(x > 0.0, x, _f(p, "init") * x),
         lambda x, p: np.where(x > 0.0, 1.0, _f(p, "init")),
-        lambda p: _props(
-            None if _f(p, "init") > 0 else 0.0,
-            None,
-            monotonic=True,
-            smooth=False,
-            saturation="none" if _f(p, "init") > 0 else "negative",
-        ),
+        lambda p: _leaky_props(_f(p, "init")),
         params=(
             Param("init", 0.25, "initial negative slope", minimum=0.0, maximum=1.0),
             Param(
@@ -327,6 +394,7 @@ _ENTRIES: tuple[Activation, ...] = (
             monotonic=True,
             smooth=_f(p, "alpha") == 1.0,
             saturation="negative",
+            min_attained=False,
         ),
         params=(_ALPHA,),
     ),
@@ -337,7 +405,12 @@ _ENTRIES: tuple[Activation, ...] = (
         lambda x, p: _SELU_SCALE * np.where(x > 0.0, x, _SELU_ALPHA * np.expm1(np.minimum(x, 0.0))),
         lambda x, p: _SELU_SCALE * np.where(x > 0.0, 1.0, _SELU_ALPHA * np.exp(np.minimum(x, 0.0))),
         lambda p: _props(
-            -_SELU_SCALE * _SELU_ALPHA, None, monotonic=True, smooth=False, saturation="negative"
+            -_SELU_SCALE * _SELU_ALPHA,
+            None,
+            monotonic=True,
+            smooth=False,
+            saturation="negative",
+            min_attained=False,
         ),
     ),
     Activation(
@@ -349,7 +422,14 @@ _ENTRIES: tuple[Activation, ...] = (
             + np.minimum(0.0, _f(p, "alpha") * np.expm1(np.minimum(x, 0.0) / _f(p, "alpha")))
         ),
         lambda x, p: np.where(x > 0.0, 1.0, np.exp(np.minimum(x, 0.0) / _f(p, "alpha"))),
-        lambda p: _props(-_f(p, "alpha"), None, monotonic=True, smooth=True, saturation="negative"),
+        lambda p: _props(
+            -_f(p, "alpha"),
+            None,
+            monotonic=True,
+            smooth=True,
+            saturation="negative",
+            min_attained=False,
+        ),
         params=(_ALPHA,),
     ),
     Activation(
@@ -364,6 +444,7 @@ _ENTRIES: tuple[Activation, ...] = (
             monotonic=False,
             smooth=True,
             saturation="negative",
+            min_attained=True,
             min_value=_numeric_min(lambda t: _gelu(t, dict(p)), -5.0, 1.0),
         ),
         params=(_GELU_APPROX,),
@@ -380,6 +461,7 @@ _ENTRIES: tuple[Activation, ...] = (
             monotonic=False,
             smooth=True,
             saturation="negative",
+            min_attained=True,
             min_value=_numeric_min(lambda t: t * _sigmoid(_f(p, "beta") * t), -60.0, 1.0),
         ),
         params=(_BETA,),
@@ -397,6 +479,7 @@ _ENTRIES: tuple[Activation, ...] = (
             monotonic=False,
             smooth=True,
             saturation="negative",
+            min_attained=True,
             min_value=_numeric_min(lambda t: _mish(t, {}), -5.0, 1.0),
         ),
     ),
@@ -406,7 +489,7 @@ _ENTRIES: tuple[Activation, ...] = (
         "Smooth approximation of ReLU; always positive.",
         lambda x, p: _softplus(x, _f(p, "beta"), _f(p, "threshold")),
         _softplus_df,
-        lambda p: _props(0.0, None, monotonic=True, smooth=True, saturation="negative"),
+        _softplus_props,
         params=(
             _BETA,
             Param(
@@ -421,7 +504,13 @@ _ENTRIES: tuple[Activation, ...] = (
         lambda x, p: x / (1.0 + np.abs(x)),
         lambda x, p: (1.0 / (1.0 + np.abs(x))) ** 2,
         lambda p: _props(
-            -1.0, 1.0, monotonic=True, smooth=True, zero_centred=True, saturation="both"
+            -1.0,
+            1.0,
+            monotonic=True,
+            smooth=True,
+            zero_centred=True,
+            saturation="both",
+            min_attained=False,
         ),
     ),
     Activation(
@@ -429,9 +518,15 @@ _ENTRIES: tuple[Activation, ...] = (
         "tanh(x)",
         "Zero-centred but saturating: gradients vanish for |x| > ~3.",
         lambda x, p: np.tanh(x),
-        lambda x, p: 1.0 - np.tanh(x) ** 2,
+        lambda x, p: _sech2(x),
         lambda p: _props(
-            -1.0, 1.0, monotonic=True, smooth=True, zero_centred=True, saturation="both"
+            -1.0,
+            1.0,
+            monotonic=True,
+            smooth=True,
+            zero_centred=True,
+            saturation="both",
+            min_attained=False,
         ),
     ),
     Activation(
@@ -439,8 +534,10 @@ _ENTRIES: tuple[Activation, ...] = (
         "1 / (1 + exp(-x))",
         "Logistic; max gradient 0.25, saturating: trains slowly.",
         lambda x, p: _sigmoid(x),
-        lambda x, p: _sigmoid(x) * (1.0 - _sigmoid(x)),
-        lambda p: _props(0.0, 1.0, monotonic=True, smooth=True, saturation="both"),
+        lambda x, p: _sigmoid_slope(x),
+        lambda p: _props(
+            0.0, 1.0, monotonic=True, smooth=True, saturation="both", min_attained=False
+        ),
     ),
     Activation(
         "hardsigmoid",
@@ -448,7 +545,9 @@ _ENTRIES: tuple[Activation, ...] = (
         "Piecewise-linear sigmoid (cheap).",
         lambda x, p: np.clip(x + 3.0, 0.0, 6.0) / 6.0,
         lambda x, p: np.where((x > -3.0) & (x < 3.0), 1.0 / 6.0, 0.0),
-        lambda p: _props(0.0, 1.0, monotonic=True, smooth=False, saturation="both"),
+        lambda p: _props(
+            0.0, 1.0, monotonic=True, smooth=False, saturation="both", min_attained=True
+        ),
     ),
     Activation(
         "hardswish",
@@ -457,7 +556,13 @@ _ENTRIES: tuple[Activation, ...] = (
         lambda x, p: x * np.clip(x + 3.0, 0.0, 6.0) / 6.0,
         lambda x, p: np.where(x < -3.0, 0.0, np.where(x > 3.0, 1.0, (2.0 * x + 3.0) / 6.0)),
         lambda p: _props(
-            None, None, monotonic=False, smooth=False, saturation="negative", min_value=-0.375
+            None,
+            None,
+            monotonic=False,
+            smooth=False,
+            saturation="negative",
+            min_attained=True,
+            min_value=-0.375,
         ),
     ),
     Activation(
@@ -466,7 +571,9 @@ _ENTRIES: tuple[Activation, ...] = (
         "Radial bump: non-monotonic, bounded, saturating on both sides.",
         lambda x, p: np.exp(-_square_capped(x)),
         lambda x, p: -2.0 * x * np.exp(-_square_capped(x)),
-        lambda p: _props(0.0, 1.0, monotonic=False, smooth=True, saturation="both"),
+        lambda p: _props(
+            0.0, 1.0, monotonic=False, smooth=True, saturation="both", min_attained=False
+        ),
     ),
     Activation(
         "identity",
@@ -475,7 +582,13 @@ _ENTRIES: tuple[Activation, ...] = (
         lambda x, p: x.copy(),
         lambda x, p: np.ones_like(x),
         lambda p: _props(
-            None, None, monotonic=True, smooth=True, zero_centred=True, saturation="none"
+            None,
+            None,
+            monotonic=True,
+            smooth=True,
+            zero_centred=True,
+            saturation="none",
+            min_attained=False,
         ),
     ),
     Activation(
@@ -485,7 +598,9 @@ _ENTRIES: tuple[Activation, ...] = (
         "it cannot be trained by backpropagation (usable for export and inference only).",
         lambda x, p: _step(x),
         lambda x, p: np.zeros_like(x),
-        lambda p: _props(0.0, 1.0, monotonic=True, smooth=False, saturation="both"),
+        lambda p: _props(
+            0.0, 1.0, monotonic=True, smooth=False, saturation="both", min_attained=True
+        ),
         trainable=False,
     ),
     Activation(
@@ -494,7 +609,9 @@ _ENTRIES: tuple[Activation, ...] = (
         "Maxout: max over k linear pieces (the preceding convolution is widened k times).",
         lambda x, p: maxout(x, int(p["k"])),
         lambda x, p: maxout_grad(x, int(p["k"])),
-        lambda p: _props(None, None, monotonic=True, smooth=False, saturation="none"),
+        lambda p: _props(
+            None, None, monotonic=True, smooth=False, saturation="none", min_attained=False
+        ),
         params=(
             Param(
                 "k", 2, "group size (number of linear pieces)", minimum=2, maximum=4, integer=True
@@ -509,7 +626,9 @@ _ENTRIES: tuple[Activation, ...] = (
         "activation). dy is the diagonal of the Jacobian, p_i * (1 - p_i).",
         lambda x, p: softmax(x, int(p["axis"])),
         lambda x, p: softmax(x, int(p["axis"])) * (1.0 - softmax(x, int(p["axis"]))),
-        lambda p: _props(0.0, 1.0, monotonic=False, smooth=True, saturation="both"),
+        lambda p: _props(
+            0.0, 1.0, monotonic=False, smooth=True, saturation="both", min_attained=False
+        ),
         params=(
             Param(
                 "axis",

@@ -16,15 +16,21 @@ from service.errors import Unprocessable
 from service.inspect import Inspection, SiteStats
 from service.schemas import ClassEntry, Prediction, TimingsOut
 
-_TOP_K_EXAMPLE: list[Any] = [
-    {"label": "digit-6", "index": 6, "probability": 0.1298},
-    {"label": "digit-8", "index": 8, "probability": 0.1234},
+# The examples are real responses of the shipped models (models/resnet20-*-digits, labels "0" to
+# "9", 16×16 input) to a handwritten 3 from scikit-learn's digits, with top_k=2, rounded.
+_SIGMOID_TOP_K_EXAMPLE: list[Any] = [
+    {"label": "3", "index": 3, "probability": 0.9774},
+    {"label": "2", "index": 2, "probability": 0.0161},
+]
+_RELU_TOP_K_EXAMPLE: list[Any] = [
+    {"label": "3", "index": 3, "probability": 0.9999},
+    {"label": "2", "index": 2, "probability": 3.33e-05},
 ]
 _TIMINGS_EXAMPLE: dict[str, Any] = {
-    "decode": 0.2,
-    "preprocess": 0.05,
-    "inference": 0.9,
-    "total": 1.2,
+    "decode": 0.18,
+    "preprocess": 0.09,
+    "inference": 0.37,
+    "total": 0.63,
 }
 
 
@@ -79,7 +85,7 @@ class InspectionResponse(BaseModel):
         json_schema_extra={
             "examples": [
                 {
-                    "model": "tiny-sigmoid",
+                    "model": "resnet20-sigmoid-digits",
                     "version": 1,
                     "activation": "sigmoid",
                     "activation_params": {},
@@ -88,17 +94,29 @@ class InspectionResponse(BaseModel):
                         {
                             "name": "act1",
                             "tensor": "site:act1",
-                            "shape": [8, 32, 32],
-                            "mean": 0.502,
-                            "std": 0.149,
-                            "min": 0.097,
-                            "max": 0.936,
+                            "shape": [16, 16, 16],
+                            "mean": 0.5108,
+                            "std": 0.2225,
+                            "min": 0.0143,
+                            "max": 0.9852,
                             "fraction_nonpositive": 0.0,
                             "fraction_channels_nonpositive": 0.0,
-                            "fraction_saturated": 0.0568,
-                        }
+                            "fraction_saturated": 0.0,
+                        },
+                        {
+                            "name": "layer3.2.act2",
+                            "tensor": "site:layer3.2.act2",
+                            "shape": [64, 4, 4],
+                            "mean": 0.5685,
+                            "std": 0.3115,
+                            "min": 0.0306,
+                            "max": 0.9858,
+                            "fraction_nonpositive": 0.0,
+                            "fraction_channels_nonpositive": 0.0,
+                            "fraction_saturated": 0.0,
+                        },
                     ],
-                    "classification": {"top_k": _TOP_K_EXAMPLE},
+                    "classification": {"top_k": _SIGMOID_TOP_K_EXAMPLE},
                     "timings_ms": _TIMINGS_EXAMPLE,
                 }
             ]
@@ -185,18 +203,28 @@ class CompareEntry(BaseModel):
 _COMPARE_EXAMPLE: dict[str, Any] = {
     "results": [
         {
-            "model": "tiny-relu",
-            "version": 2,
-            "architecture": "resnet8",
+            "model": "resnet20-relu-digits",
+            "version": 1,
+            "architecture": "resnet20",
             "activation": "relu",
             "activation_params": {},
-            "top_k": _TOP_K_EXAMPLE,
-            "inference_ms": 0.9,
+            "top_k": _RELU_TOP_K_EXAMPLE,
+            "inference_ms": 0.35,
+            "timings_ms": {"decode": 0.18, "preprocess": 0.11, "inference": 0.35, "total": 0.63},
+        },
+        {
+            "model": "resnet20-sigmoid-digits",
+            "version": 1,
+            "architecture": "resnet20",
+            "activation": "sigmoid",
+            "activation_params": {},
+            "top_k": _SIGMOID_TOP_K_EXAMPLE,
+            "inference_ms": 0.37,
             "timings_ms": _TIMINGS_EXAMPLE,
-        }
+        },
     ],
     "top1_agree": True,
-    "total_ms": 1.4,
+    "total_ms": 1.42,
 }
 
 

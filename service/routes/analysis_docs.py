@@ -13,10 +13,18 @@ _PNG_1PX = (
 )
 
 
+_FORM_FIELD_SCHEMAS: dict[str, dict[str, Any]] = {
+    "top_k": {"type": "integer", "minimum": 1},
+    "version": {"type": "integer", "minimum": 1},
+    "include_probabilities": {"type": "boolean"},
+}
+
+
 def image_request_body(json_model: type[BaseModel], fields: tuple[str, ...]) -> dict[str, Any]:
-    """One image as multipart ``file``, a raw ``image/*`` body, or JSON (``json_model``)."""
+    """One image as multipart ``file`` plus the option ``fields``, a raw ``image/*`` body, or
+    JSON (``json_model``)."""
     properties: dict[str, Any] = {"file": {"type": "string", "format": "binary"}}
-    properties |= {f: {"type": "integer", "minimum": 1} for f in fields}
+    properties |= {f: _FORM_FIELD_SCHEMAS[f] for f in fields}
     return {
         "required": True,
         "content": {

@@ -26,6 +26,7 @@ router = APIRouter(tags=["compare"])
 
 # Multipart option fields: no 'version', compare uses each model's serving version.
 _FIELDS = ("top_k", "include_probabilities")
+_REQUEST_BODY = image_request_body(CompareJSON, _FIELDS)
 
 Models = Annotated[
     list[str] | None,
@@ -55,7 +56,7 @@ def _model_names(*lists: list[str]) -> list[str]:
 @router.post(
     "/v1/compare",
     summary="Classify one image with several models, side by side",
-    openapi_extra={"requestBody": image_request_body(CompareJSON, ("top_k",))},
+    openapi_extra={"requestBody": _REQUEST_BODY},
     responses=ERROR_RESPONSES,
 )
 async def compare_models(

@@ -8,7 +8,13 @@ from fastapi import APIRouter, Depends, Request
 
 from service.analysis_api import InspectionResponse
 from service.classify import DEFAULT_TOP_K, Deadline
-from service.classify_request import ClassifyJSON, ClassifyOptions, decode_payload, read_payload
+from service.classify_request import (
+    MULTIPART_FIELDS,
+    ClassifyJSON,
+    ClassifyOptions,
+    decode_payload,
+    read_payload,
+)
 from service.deps import ExecutorDep, MetricsDep, RegistryDep, SettingsDep
 from service.imaging import DecodeLimits
 from service.inspect import InspectionCache, inspect_image
@@ -16,6 +22,9 @@ from service.routes.analysis_docs import ERROR_RESPONSES, image_request_body
 from service.routes.classify import IncludeProbabilities, TopK, Version
 
 router = APIRouter(tags=["inspection"])
+
+# Every multipart option field: read_payload's default, MULTIPART_FIELDS, applies here.
+_REQUEST_BODY = image_request_body(ClassifyJSON, MULTIPART_FIELDS)
 
 
 async def get_inspection_cache(request: Request) -> InspectionCache:
@@ -30,7 +39,7 @@ InspectionCacheDep = Annotated[InspectionCache, Depends(get_inspection_cache)]
 @router.post(
     "/v1/models/{name}/activations",
     summary="Inspect a model's activations on one image",
-    openapi_extra={"requestBody": image_request_body(ClassifyJSON, ("top_k", "version"))},
+    openapi_extra={"requestBody": _REQUEST_BODY},
     responses=ERROR_RESPONSES,
 )
 async def inspect_model(

@@ -195,6 +195,7 @@ def test_list_describes_every_activation(client: TestClient) -> None:
         "properties": {
             "output_range": [0.0, 1.0],
             "min_value": 0.0,
+            "min_attained": False,
             "monotonic": True,
             "smooth": True,
             "zero_centred": False,
@@ -687,6 +688,9 @@ def test_bad_choice_lists_the_choices(client: TestClient) -> None:
         {"x": 3.0},
         {"range": {"start": 0, "stop": 1, "num": 100_001}},
         {"range": {"start": 0, "stop": 1, "num": 0}},
+        {"range": {"start": 0, "stop": 1, "num": "3"}},
+        {"range": {"start": 0, "stop": 1, "num": 3.0}},
+        {"range": {"start": 0, "stop": 1, "num": True}},
         {"x": [1.0], "unexpected": 1},
     ],
 )

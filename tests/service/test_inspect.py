@@ -398,4 +398,6 @@ def test_openapi_documents_inspection_and_compare(client: TestClient) -> None:
         assert {"400", "404", "413", "415", "422", "503", "504"} <= set(operation["responses"])
     components = schema["components"]["schemas"]
     assert components["InspectionResponse"]["examples"][0]["sites"][0]["name"] == "act1"
-    assert components["CompareResponse"]["examples"][0]["results"][0]["model"] == "tiny-relu"
+    assert components["CompareResponse"]["examples"][0]["results"][0]["model"] == (
+        "resnet20-relu-digits"
+    )
