@@ -14,6 +14,8 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from service.v2.docs import SCHEMAS as V2_REQUEST_SCHEMAS
+
 _V1_ERROR = {"$ref": "#/components/schemas/ErrorResponse"}
 _V2_ERROR_NAME = "V2ErrorResponse"
 _V2_ERROR = {"$ref": f"#/components/schemas/{_V2_ERROR_NAME}"}
@@ -46,6 +48,7 @@ def finish_openapi(app: FastAPI, *, api_key: bool) -> None:
 def _real_error_shapes(schema: dict[str, Any]) -> None:
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     components[_V2_ERROR_NAME] = _V2_ERROR_SCHEMA
+    components.update(V2_REQUEST_SCHEMAS)  # RequestInput, RequestOutput: /v2 infer's $refs
     for path, operations in schema.get("paths", {}).items():
         v2 = path.startswith("/v2")
         for operation in operations.values():

@@ -15,7 +15,7 @@ _ERRORS: dict[int, tuple[str, str]] = {
           "the request body is over the limit of 20000000 bytes"),
     415: ("Image format or Content-Encoding not supported.",
           "the image format is not supported; send JPEG, PNG, WebP, BMP or GIF"),
-    422: ("Image too large, or outputs JSON cannot carry.",
+    422: ("Image too large, or NaN/infinite outputs that JSON or classification cannot carry.",
           "the image is 10000×10000 = 100000000 pixels; the limit is 40000000 pixels"),
     503: ("Not ready, or over capacity (Retry-After).", "models are still loading; retry shortly"),
     504: ("Past ACTLAB_INFERENCE_TIMEOUT_S.", "the request took longer than the 30 s inference "
@@ -116,22 +116,53 @@ INFER_REQUEST = {
     ],
     "outputs": [{"name": "probabilities", "parameters": {"classification": 3}}],
 }  # fmt: skip
+
+
+def _request_schemas() -> tuple[dict[str, Any], dict[str, Any]]:
+    schema = InferenceRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    return schema, schema.pop("$defs", {})
+
+
+INFER_REQUEST_SCHEMA, SCHEMAS = _request_schemas()
+"""The request's JSON schema, and the definitions its ``$ref``s name
+(``#/components/schemas/RequestInput``, ``RequestOutput``): the finished OpenAPI document must
+hold ``SCHEMAS`` under ``components.schemas``."""
 INFER_OPENAPI: dict[str, Any] = {
     "requestBody": {
         "required": True,
+        "description": "JSON, or with the binary tensor data extension application/octet-stream: "
+        f"the JSON request ({HEADER_LENGTH} bytes) followed by each binary input's bytes.",
         "content": {
-            "application/json": {
-                "schema": InferenceRequest.model_json_schema(),
-                "example": INFER_REQUEST,
-            },
-            OCTET_STREAM: {
-                "schema": {"type": "string", "format": "binary"},
-                "description": f"Binary tensor data extension: the JSON request ({HEADER_LENGTH} "
-                "bytes) followed by each binary input's bytes.",
-            },
+            "application/json": {"schema": INFER_REQUEST_SCHEMA, "example": INFER_REQUEST},
+            OCTET_STREAM: {"schema": {"type": "string", "format": "binary"}},
         },
     }
 }  # fmt: skip
+
+
+def infer_responses(*errors: int) -> dict[int | str, dict[str, Any]]:
+    """``responses(INFER, *errors)`` with the binary extension's 200 (octet-stream, header)."""
+    documented = responses(INFER, *errors)
+    documented[200] = {
+        "description": "The inference response: JSON, or application/octet-stream when an "
+        "output is asked for in binary (binary_data, binary_data_output): the JSON response "
+        f"({HEADER_LENGTH} bytes) followed by each binary output's bytes, in the order of the "
+        "outputs.",
+        "headers": {
+            HEADER_LENGTH: {
+                "description": "On application/octet-stream responses only: the length in "
+                "bytes of the JSON response at the start of the body.",
+                "schema": {"type": "integer", "minimum": 1},
+            }
+        },
+        "content": {
+            "application/json": {"example": INFER},
+            OCTET_STREAM: {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+    return documented
+
+
 INFER_DESCRIPTION = """Inputs: `input` (FP32 `[N, 3, H, W]`, preprocessed) or `image` (BYTES
 `[N]`, encoded images, base64 in JSON or raw with the binary extension). Outputs: `logits`,
 `probabilities` (FP32 `[N, C]`); `"classification": k` on an output gives `"value:index:label"`

@@ -7,7 +7,6 @@ preprocessing as ``/v1/classify``; a float32 batch goes straight to ``ModelRunti
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 
@@ -15,13 +14,18 @@ from pydantic import ValidationError
 
 from service.classify import Deadline, classify_images
 from service.content_encoding import decode_content
-from service.errors import BadRequest, Unprocessable, invalid_body
+from service.errors import BadRequest, invalid_body
 from service.imaging import DecodeLimits
 from service.metrics import Metrics
 from service.modelcard import LOGITS_NAME, PROBABILITIES_NAME
 from service.runtime import ModelRuntime
 from service.v2.binary import BinaryReader, split_body
-from service.v2.outputs import render_outputs, requested_outputs
+from service.v2.outputs import (
+    encode_response,
+    render_outputs,
+    requested_outputs,
+    require_finite,
+)
 from service.v2.schemas import InferenceRequest
 from service.v2.statistics import InferenceStatistics, StageTimes
 from service.v2.tensors import read_inputs
@@ -121,20 +125,12 @@ def _infer(
         decode_s, preprocess_s = timings.decode_ms / 1e3, timings.preprocess_ms / 1e3
     output_started = time.perf_counter_ns()
     arrays = {LOGITS_NAME: logits, PROBABILITIES_NAME: probabilities}
+    require_finite(specs, arrays, model.name)
     outputs, tails = render_outputs(specs, arrays, model.card.labels)
-    response: dict[str, object] = {"model_name": model.name, "model_version": str(model.version)}
+    head: dict[str, object] = {"model_name": model.name, "model_version": str(model.version)}
     if request.id is not None:
-        response["id"] = request.id
-    response["outputs"] = outputs
-    try:
-        header = json.dumps(response, separators=(",", ":"), allow_nan=False).encode()
-    except ValueError:
-        raise Unprocessable(
-            f"model {model.name!r} produced NaN or infinite outputs for this input, which JSON "
-            "cannot carry; ask for binary outputs (binary_data) or send inputs in the model's "
-            "normal range",
-            code="non_finite_output",
-        ) from None
+        head["id"] = request.id
+    header = encode_response(head, outputs)
     finished = time.perf_counter_ns()
     times = StageTimes(
         queue=queued_ns,

@@ -6,8 +6,9 @@ Two inputs are accepted, exactly one per request:
   preprocessed batch, as JSON numbers (nested or flat, row-major) or binary little-endian float32.
 - ``image`` (BYTES, shape ``[N]`` or ``[N, 1]``): encoded image files (JPEG, PNG, WebP, BMP, GIF)
   that go through the same decoding and preprocessing as ``/v1/classify``. In JSON each element
-  is base64 (``parameters.content_type`` may say ``"base64"``); with the binary extension each
-  element is the raw file (or base64 text when ``content_type`` is ``"base64"``).
+  is base64 (``parameters.content_type`` may say ``"base64"``), in an array nested exactly as
+  ``shape`` or flat; with the binary extension each element is the raw file (or base64 text when
+  ``content_type`` is ``"base64"``).
 
 In both cases ``1 <= N <= max_batch_size``.
 """
@@ -36,6 +37,7 @@ from service.v2.schemas import RequestInput
 IMAGE_INPUT = "image"
 INPUT_NAMES = (INPUT_NAME, IMAGE_INPUT)
 BASE64 = "base64"
+FP32_RANGE = "±3.4028235e38"  # the largest float32 (np.finfo(np.float32).max), shortest form
 
 
 @dataclass(frozen=True)
@@ -138,13 +140,23 @@ def _read_tensor(
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
+def _out_of_fp32_range() -> BadRequest:
+    return BadRequest(
+        f"input {INPUT_NAME!r} contains values outside the FP32 range {FP32_RANGE}; "
+        "send numbers within it"
+    )
+
+
 def _json_numbers(data: object, shape: list[int], count: int) -> NDArray[np.float32]:
     try:
         values = np.asarray(data)
     except (ValueError, TypeError):
         values = np.asarray([], dtype=object)  # ragged nesting: reported below
     if values.dtype == object and values.size and _all_plain_numbers(values):
-        values = values.astype(np.float64)  # integers beyond int64 (e.g. 2**64) are still numbers
+        try:  # integers beyond int64 (e.g. 2**64) are still numbers
+            values = values.astype(np.float64)
+        except OverflowError:  # an integer beyond float64 (e.g. 10**400)
+            raise _out_of_fp32_range() from None
     if values.dtype.kind not in "iuf":
         raise BadRequest(
             f"input {INPUT_NAME!r}: 'data' must be an array of numbers, nested with shape "
@@ -158,7 +170,11 @@ def _json_numbers(data: object, shape: list[int], count: int) -> NDArray[np.floa
                 "nested with that shape or flat"
             )
         values = values.reshape(shape)
-    return values.astype(np.float32)
+    with np.errstate(over="ignore"):  # a finite number beyond FP32 becomes inf: reported here
+        array = values.astype(np.float32)
+    if (np.isinf(array) & np.isfinite(values)).any():
+        raise _out_of_fp32_range()
+    return array
 
 
 def _all_plain_numbers(values: NDArray[np.object_]) -> bool:
@@ -185,29 +201,43 @@ def _read_images(item: RequestInput, raw: bytes | None, max_batch_size: int) -> 
         elements = list(decode_bytes_elements(raw, IMAGE_INPUT))
         encoded = content_type == BASE64
     else:
-        elements = _json_strings(item.data)
+        elements = list(_json_strings(item.data, shape))
         encoded = True
-    if len(elements) != shape[0]:
+    count = math.prod(shape)
+    if len(elements) != count:
         raise BadRequest(
             f"input {IMAGE_INPUT!r} has {len(elements)} elements but its shape {shape} needs "
-            f"{shape[0]}"
+            f"{count}"
         )
     if not encoded:
         return [element for element in elements if isinstance(element, bytes)]
     return [_unbase64(element, index) for index, element in enumerate(elements)]
 
 
-def _json_strings(data: object) -> list[bytes | str]:
-    rows = data if isinstance(data, list) else [data]
-    flat: list[bytes | str] = []
-    for row in rows:
-        for element in row if isinstance(row, list) else [row]:
-            if not isinstance(element, str):
-                raise BadRequest(
-                    f"input {IMAGE_INPUT!r}: 'data' must be base64 strings, one per image"
-                )
-            flat.append(element)
-    return flat
+def _json_strings(data: object, shape: list[int]) -> list[str]:
+    """The strings of ``data``, row-major: a flat array (its length is checked by the caller),
+    or arrays nested exactly as ``shape``, as for FP32 data."""
+    if isinstance(data, list):
+        flat = [element for element in data if isinstance(element, str)]
+        if len(flat) == len(data):
+            return flat
+    level: list[object] = [data]
+    for size in shape:
+        rows = [node for node in level if isinstance(node, list) and len(node) == size]
+        if len(rows) != len(level):
+            raise _not_strings(shape)
+        level = [element for row in rows for element in row]
+    strings = [element for element in level if isinstance(element, str)]
+    if len(strings) != len(level):
+        raise _not_strings(shape)
+    return strings
+
+
+def _not_strings(shape: list[int]) -> BadRequest:
+    return BadRequest(
+        f"input {IMAGE_INPUT!r}: 'data' must be an array of base64 strings, one per image: "
+        f"flat (length {math.prod(shape)}) or nested exactly as the shape {shape}"
+    )
 
 
 def _unbase64(element: bytes | str, index: int) -> bytes:

@@ -111,7 +111,8 @@ def test_per_output_binary_data_overrides_binary_data_output(client: TestClient)
         json={"inputs": [{"name": "input", "shape": [1, 3, 32, 32], "datatype": "FP32",
                           "data": batch.ravel().tolist()}]},
     ).json()  # fmt: skip
-    assert unpack_fp32(tensors["logits"]).tolist() == plain["outputs"][0]["data"]
+    json_logits = np.array(plain["outputs"][0]["data"], dtype=np.float32)
+    assert unpack_fp32(tensors["logits"]).tobytes() == json_logits.tobytes()  # bit for bit
     assert probabilities["data"] == plain["outputs"][1]["data"]
 
 

@@ -47,6 +47,9 @@ def image(data: list[str] | None = None, **changes: Any) -> dict[str, Any]:
     return item
 
 
+JSON = {"content-type": "application/json"}
+
+
 def body(*inputs: dict[str, Any], **extra: Any) -> dict[str, Any]:
     return {"kwargs": {"json": {"inputs": list(inputs), **extra}}}
 
@@ -67,6 +70,26 @@ def fp32_binary(size: int, **changes: Any) -> dict[str, Any]:
 
 
 FP32_BYTES = ZEROS.tobytes()
+GOOD_B64 = base64.b64encode(GOOD_PNG).decode()
+OUT_OF_RANGE = (
+    "input 'input' contains values outside the FP32 range ±3.4028235e38; send numbers within it"
+)
+
+
+def not_strings(count: int, shape: list[int]) -> str:
+    return (
+        "input 'image': 'data' must be an array of base64 strings, one per image: flat (length "
+        f"{count}) or nested exactly as the shape {shape}"
+    )
+
+
+def with_first(value: str) -> bytes:
+    """A JSON request for ``input`` whose first number is written as ``value``, the rest 0."""
+    return (
+        json.dumps({"inputs": [tensor()]}).replace('"data": [0.0', f'"data": [{value}', 1).encode()
+    )
+
+
 TOO_LONG = binary({"inputs": [fp32_binary(len(FP32_BYTES))]}, FP32_BYTES, "99999")
 SHAPE_NEEDS = "model 'tiny-relu' needs [N, 3, 32, 32]"
 
@@ -115,6 +138,15 @@ CASES: list[tuple[str, dict[str, Any], int, str]] = [
     ("booleans", body(tensor(data=[True] * 3072)), 400,
      "input 'input': 'data' must be an array of numbers, nested with shape [1, 3, 32, 32] or "
      "flat with 3072 values (row-major)"),
+    ("fp32-1e39", body(tensor(data=[1e39] + [0.0] * 3071)), 400, OUT_OF_RANGE),
+    ("fp32-minus-1e300-nested", body(tensor(data=np.full((1, 3, 32, 32), -1e300).tolist())), 400,
+     OUT_OF_RANGE),
+    ("fp32-just-past-the-largest", raw(with_first("3.4028236e38"), JSON), 400, OUT_OF_RANGE),
+    ("fp32-integer-10-to-the-400", body(tensor(data=[10**400] + [0] * 3071)), 400, OUT_OF_RANGE),
+    ("fp32-infinity", raw(with_first("Infinity"), JSON), 400,
+     "input 'input' contains NaN or infinite values"),
+    ("fp32-nan", raw(with_first("NaN"), JSON), 400,
+     "input 'input' contains NaN or infinite values"),
     ("no-data", body(tensor(data=None)), 400,
      "input 'input' has no data: send 'data' or the binary extension's "
      "parameters.binary_data_size"),
@@ -146,8 +178,19 @@ CASES: list[tuple[str, dict[str, Any], int, str]] = [
      "input 'image' has 1 elements but its shape [2] needs 2"),
     ("image-too-many", body(image(shape=[4])), 400,
      "input 'image': batch size 4 is not allowed; send 1 to 3"),
-    ("image-not-string", body(image(data=[12]) | {"data": [12]}), 400,
-     "input 'image': 'data' must be base64 strings, one per image"),
+    ("image-not-string", body(image(data=[12]) | {"data": [12]}), 400, not_strings(1, [1])),
+    ("image-nested-not-as-shape", body(image(shape=[2]) | {"data": [[GOOD_B64, GOOD_B64]]}),
+     400, not_strings(2, [2])),
+    ("image-rows-for-a-flat-shape", body(image(shape=[2]) | {"data": [[GOOD_B64], [GOOD_B64]]}),
+     400, not_strings(2, [2])),
+    ("image-bare-string", body(image() | {"data": GOOD_B64}), 400, not_strings(1, [1])),
+    ("image-nested-too-deep", body(image() | {"data": [[GOOD_B64]]}), 400, not_strings(1, [1])),
+    ("image-row-too-long", body(image(shape=[1, 1]) | {"data": [[GOOD_B64, GOOD_B64]]}), 400,
+     not_strings(1, [1, 1])),
+    ("image-rows-ragged", body(image(shape=[2, 1]) | {"data": [[GOOD_B64], GOOD_B64]}), 400,
+     not_strings(2, [2, 1])),
+    ("image-flat-count-for-n-by-1", body(image(shape=[2, 1])), 400,
+     "input 'image' has 1 elements but its shape [2, 1] needs 2"),
     ("image-bad-base64", body(image(data=["not*base64!"])), 400,
      "input 'image': element 0 is not valid base64 (standard or URL-safe alphabet)"),
     ("image-content-type", body(image(parameters={"content_type": "str"})), 400,
@@ -328,6 +371,32 @@ def test_non_finite_outputs_are_422_in_json_and_returned_in_binary(
     length = int(binary_reply.headers[HEADER])
     logits = np.frombuffer(binary_reply.content[length : length + 40], dtype="<f4")
     assert not np.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("binary", [False, True])
+@pytest.mark.parametrize("name", ["logits", "probabilities"])
+def test_non_finite_outputs_are_422_with_classification_too(
+    strict_client: tuple[TestClient, list[int]], name: str, binary: bool
+) -> None:
+    client, _ = strict_client
+    huge = np.full((1, 3, 32, 32), 3e38, dtype=np.float32)
+    plain = client.post(URL, json={"inputs": [tensor(data=huge.ravel().tolist())]})
+    assert plain.status_code == 422  # the same inference, without classification
+    parameters = {"classification": 3, "binary_data": binary}
+    request = {
+        "inputs": [tensor(data=huge.ravel().tolist())],
+        "outputs": [{"name": name, "parameters": parameters}],
+    }
+    response = client.post(URL, json=request)
+    assert (response.status_code, response.json()) == (
+        422,
+        {
+            "error": "model 'tiny-relu' produced NaN or infinite outputs for this input, which "
+            "classification cannot rank; ask for the output without classification, in binary "
+            "(binary_data), or send inputs in the model's normal range"
+        },
+    )
+    assert response.headers["content-type"] == "application/json"
 
 
 def test_over_capacity_is_503_with_retry_after(

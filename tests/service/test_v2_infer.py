@@ -155,6 +155,21 @@ def test_integers_beyond_int64_are_still_numbers() -> None:
             _json_numbers(bad, [4], 4)
 
 
+def test_numbers_up_to_the_largest_float32_are_accepted() -> None:
+    largest = float(np.finfo(np.float32).max)
+    halfway = 2.0**128 - 2.0**103  # between the largest float32 and 2**128: rounds to inf
+    below_halfway = float(np.nextafter(halfway, 0))
+    values = _json_numbers([3.4028235e38, -largest, 1e-50, below_halfway], [4], 4)
+    assert values.tolist() == [largest, -largest, 0.0, largest]  # the last rounds down to it
+    for beyond in (halfway, -1e39, 1e300, 10**39, -(10**400)):
+        with pytest.raises(BadRequest) as raised:
+            _json_numbers([1.0, beyond], [2], 2)
+        assert raised.value.message == (
+            "input 'input' contains values outside the FP32 range ±3.4028235e38; send numbers "
+            "within it"
+        )
+
+
 def test_image_input_matches_v1_classify_to_1e6(client: TestClient) -> None:
     images = [png(gradient_rgb(64, 48, seed=1)), jpeg(gradient_rgb(50, 90, seed=2))]
     v1 = client.post(
@@ -194,8 +209,11 @@ def test_image_shape_n_by_1_and_nested_data_are_accepted(client: TestClient) -> 
     nested_request["inputs"][0]["shape"] = [2, 1]
     nested_request["inputs"][0]["data"] = [[d] for d in nested_request["inputs"][0]["data"]]
     nested = client.post("/v2/models/tiny-relu/infer", json=nested_request)
-    assert plain.status_code == nested.status_code == 200
-    assert plain.json() == nested.json()
+    flat_request = image_request(images)
+    flat_request["inputs"][0]["shape"] = [2, 1]  # flat data for an [N, 1] shape, row-major
+    flat = client.post("/v2/models/tiny-relu/infer", json=flat_request)
+    assert plain.status_code == nested.status_code == flat.status_code == 200
+    assert plain.json() == nested.json() == flat.json()
 
 
 def test_image_without_content_type_is_read_as_base64(client: TestClient) -> None:

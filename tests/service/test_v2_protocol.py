@@ -115,13 +115,21 @@ def test_unknown_models_and_versions_are_404(client: TestClient) -> None:
     assert response.json() == {
         "error": "model 'tiny-relu' has no version 7; available versions: 1, 2"
     }
-    for bad in ("abc", "0", "-1", "01", "1.0"):
-        response = client.get(f"/v2/models/tiny-relu/versions/{bad}")
-        assert response.status_code == 404, bad
-        assert response.json() == {
-            "error": f"model 'tiny-relu' has no version '{bad}': versions are whole numbers "
-            ">= 1; available versions: 1, 2"
+    # (as written in the path, as the server reads it): only "1" and "2" name the versions
+    for written, read in (("abc", "abc"), ("0", "0"), ("-1", "-1"), ("01", "01"),
+                          ("1.0", "1.0"), ("%201", " 1"), ("1%20", "1 "), ("%2B1", "+1"),
+                          ("1%0A", "1\n"), ("%EF%BC%91", "\uff11"), ("1_0", "1_0"),
+                          ("9" * 5000, "9" * 5000)):  # fmt: skip
+        shown = repr(read) if len(read) <= 64 else repr(read[:64]) + "…"
+        error = {
+            "error": f"model 'tiny-relu' has no version {shown}: versions are whole numbers "
+            ">= 1 in ASCII digits, with no sign, spaces or leading zeros; available versions: 1, 2"
         }
+        for method, suffix in (("GET", ""), ("GET", "/ready"), ("GET", "/config"),
+                               ("GET", "/stats"), ("POST", "/infer")):  # fmt: skip
+            path = f"/v2/models/tiny-relu/versions/{written}{suffix}"
+            response = client.request(method, path, json=tensor_request(1))
+            assert (response.status_code, response.json()) == (404, error), path
 
 
 def test_unknown_routes_and_methods_render_the_v2_error_shape(client: TestClient) -> None:
