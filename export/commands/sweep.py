@@ -3,27 +3,49 @@
 from __future__ import annotations
 
 import argparse
-import platform
 import shlex
 import sys
 from pathlib import Path
 
-import onnxruntime
 import torch
 
 from export.commands import HelpFormatter
 from export.commands.build import finite_float, positive_int
+from export.errors import ExportError
 from export.resnet import ARCHITECTURES
-from export.sweep import SweepConfig, resolve_activations, retime_sweep, run_sweep, selected
-from export.sweep_report import write_report
+from export.sweep import (
+    CONFIG_FILE,
+    SweepConfig,
+    check_recipe,
+    describe_machine,
+    load_runs,
+    resolve_activations,
+    retime_sweep,
+    run_sweep,
+    selected,
+)
+from export.sweep_report import REPORT_FILE, write_report
+
+_MODES = ("--retime", "--report-only")
 
 
 def environment() -> str:
+    machine = describe_machine()
     return (
-        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-        f"Python {platform.python_version()}, torch {torch.__version__}, "
-        f"onnxruntime {onnxruntime.__version__}"
+        f"{machine['cpu']} (torch CPU capability {machine['cpu_capability']}), "
+        f"{torch.get_num_threads()} torch threads, {machine['software']}, "
+        f"git commit {machine['git_commit']}, report written {machine['date']}"
     )
+
+
+def recorded_environment(out: Path) -> str:
+    """The environment paragraph of the report already in ``out`` (written when it ran)."""
+    report = out / REPORT_FILE
+    if not report.is_file():
+        return ""
+    text = report.read_text(encoding="utf-8")
+    _, found, rest = text.partition("\n## Environment\n\n")
+    return rest.split("\n\n", 1)[0].strip() if found else ""
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,11 +62,19 @@ def run(args: argparse.Namespace) -> int:
         latency_runs=args.latency_runs,
         threads=args.threads,
     )
-    sweep = retime_sweep if args.retime else run_sweep
-    runs = selected(sweep(config, args.out), config)
-    argv = [a for a in getattr(args, "argv", sys.argv[1:]) if a != "--retime"]
+    argv = [a for a in getattr(args, "argv", sys.argv[1:]) if a not in _MODES]
     command = shlex.join(["python", "-m", "export", *argv])
-    summaries = write_report(args.out, config, runs, command, environment())
+    if args.report_only:
+        if not (args.out / CONFIG_FILE).is_file():
+            raise ExportError(f"{args.out} holds no sweep to report on (no {CONFIG_FILE})")
+        check_recipe(args.out, config)
+        env = recorded_environment(args.out)
+        runs = selected(load_runs(args.out), config)
+    else:
+        sweep = retime_sweep if args.retime else run_sweep
+        runs = selected(sweep(config, args.out), config)
+        env = environment()
+    summaries = write_report(args.out, config, runs, command, env)
     trained = sum(1 for s in summaries if s.status == "ok")
     print(
         f"sweep report: {args.out / 'README.md'} ({trained} of {len(summaries)} activations "
@@ -123,5 +153,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="do not train: re-export every activation of the existing sweep in --out with the "
         "current exporter and measure its latency again (latency depends on the graph, not the "
         "weights), then rewrite the report",
+    )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="do not train or time: rewrite the report of the existing sweep in --out from its "
+        "runs.jsonl and latency.json (keeping the environment the report recorded)",
     )
     parser.set_defaults(func=run)

@@ -81,6 +81,10 @@ def test_runs_are_recorded_for_every_activation_and_seed(sweep_dir: Path) -> Non
             assert len(run.val_accuracy) == 2
             assert all(0.0 <= a <= 1.0 for a in run.val_accuracy)
             assert run.train_seconds > 0
+            # The per-epoch losses are kept for later analysis (finite, one per epoch).
+            assert len(run.train_loss) == len(run.val_loss) == 2
+            assert all(math.isfinite(x) and x > 0 for x in run.train_loss + run.val_loss)
+        assert run.machine["git_commit"] and run.machine["cpu_capability"]
         # Only the first seed is exported and timed (same graph for every seed).
         assert (run.latency_ms is not None) == (run.seed == 0)
         if run.latency_ms is not None:
@@ -98,12 +102,13 @@ def test_report_table_matches_an_independent_summary(sweep_dir: Path) -> None:
         finals = [r.val_accuracy[-1] for r in runs if r.activation == name]
         mean, std = statistics.fmean(finals), statistics.stdev(finals)
         assert rows[name][1] == f"{mean:.2%} ± {std:.2%}"
-        assert rows[name][2] == "2"
+        assert rows[name][2] == f"{min(finals):.2%}–{max(finals):.2%}"
+        assert rows[name][4] == "2"
         params = count_parameters(build_resnet("resnet8", name, num_classes=10, width=4))
-        assert rows[name][4] == f"{params:,}"
-        assert rows[name][5] == f"{latency[name]:.4f}"
+        assert rows[name][6] == f"{params:,}"
+        assert rows[name][7] == f"{latency[name]:.4f}"
     assert rows["binary_step"][1] == "not trainable"
-    assert rows["binary_step"][5] == f"{latency['binary_step']:.4f}"
+    assert rows["binary_step"][7] == f"{latency['binary_step']:.4f}"
     assert "python -m export sweep --arch resnet8" in text
     assert "## What theory predicts, as measured" in text
     assert "**binary_step** (not trainable)" in text
@@ -139,7 +144,7 @@ def test_retime_measures_latency_again_without_training(
     assert set(latency) == set(ACTIVATIONS)
     assert all(0.0 < ms < 123.0 for ms in latency.values())
     rows = _table_rows((sweep_dir / "README.md").read_text())
-    assert rows["relu"][5] == f"{latency['relu']:.4f}"
+    assert rows["relu"][7] == f"{latency['relu']:.4f}"
     assert "re-timed 3 activations" in capsys.readouterr().err
 
 
@@ -259,7 +264,7 @@ def test_a_run_whose_export_failed_still_counts_for_accuracy() -> None:
     assert summary.message == "seed 0: export failed: parity"
     text = render_markdown(SweepConfig(), [summary], "cmd")
     assert "- **gaussian** (ok): seed 0: export failed: parity" in text
-    assert "| gaussian | 50.00% ± 14.14% | 2 | never | 100 | — |" in text
+    assert "| gaussian | 50.00% ± 14.14% | 40.00%–60.00% | best | 2 | never | 100 | — |" in text
 
 
 def test_latency_file_overrides_per_run_latency_and_table_orders_by_accuracy() -> None:
@@ -268,7 +273,7 @@ def test_latency_file_overrides_per_run_latency_and_table_orders_by_accuracy() -
     table = markdown_table(summaries)
     names = [line.split("|")[1].strip() for line in table.splitlines()[2:]]
     assert names == ["relu", "gelu", "tanh", "sigmoid", "identity", "binary_step"]
-    assert "| relu | 98.00% ± 1.41% | 2 | 2.0 | 100 | 0.5000 |" in table
+    assert "| relu | 98.00% ± 1.41% | 97.00%–99.00% | best | 2 | 2.0 | 100 | 0.5000 |" in table
     text = render_markdown(SweepConfig(), summaries, "cmd", discussion="Measured on a toaster.")
     assert "## Discussion\n\nMeasured on a toaster." in text
     assert math.isfinite(summaries[0].accuracy_mean or math.nan)
