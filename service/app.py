@@ -27,10 +27,11 @@ from starlette.responses import Response
 
 from service import activation_api
 from service.auth import ApiKeyMiddleware
+from service.body_budget import BodyBudget
 from service.content_encoding import DecompressBodyMiddleware
 from service.errors import ServiceError, install_error_handlers
 from service.head import HeadAsGetMiddleware
-from service.inspect import InspectionCache
+from service.inspection_sessions import InspectionCache
 from service.limits import BodyLimitExceeded, BodySizeLimitMiddleware
 from service.logs import enable_service_logs
 from service.metrics import Metrics, MetricsMiddleware, RouteTemplates
@@ -72,8 +73,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry = ModelRegistry(settings)
     app.state.metrics = Metrics()
     app.state.executor = None
+    app.state.body_budget = BodyBudget(settings.max_body_bytes_in_flight)
     app.state.inspection_cache = InspectionCache(
-        settings.intra_op_threads, settings.inter_op_threads
+        settings.intra_op_threads, settings.inter_op_threads, settings.inspection_cache_bytes
     )
     for router in ROUTERS:
         app.include_router(router)

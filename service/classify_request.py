@@ -10,6 +10,9 @@ Three encodings, chosen by ``Content-Type``:
 Any of them may be sent with ``Content-Encoding: gzip`` or ``deflate``; the decompressed body
 may not exceed the same byte limit as an uncompressed one.
 
+Every byte read, and every byte inflated, is first reserved in the request's share of the
+process-wide body budget (``service.body_budget``): 503 when the server already holds too much.
+
 Options may also come from the query string; a value in the body wins over the query. Option
 values are validated by the same bounds and messages in the query, JSON and multipart forms.
 Only the body bytes are read on the event loop (a compressed body is inflated in a thread);
@@ -33,6 +36,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
+from service.body_budget import BodyReservation, read_reserved, reserved_stream
 from service.content_encoding import decode_content
 from service.errors import BadRequest, Unprocessable, UnsupportedMediaType, invalid_body, quoted
 
@@ -135,15 +139,18 @@ async def read_payload(
     max_images: int,
     max_body_bytes: int,
     fields: tuple[str, ...] = MULTIPART_FIELDS,
+    *,
+    reservation: BodyReservation,
 ) -> RawPayload:
-    """The body as sent; ``fields`` are the multipart option fields this route accepts."""
+    """The body as sent, its bytes reserved in ``reservation`` (which the caller releases);
+    ``fields`` are the multipart option fields this route accepts."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
-        return await _read_multipart(request, max_images, max_body_bytes, fields)
+        return await _read_multipart(request, max_images, max_body_bytes, fields, reservation)
     if content_type.startswith("image/"):
-        return RawPayload(images=[await _read_body(request, max_body_bytes)])
+        return RawPayload(images=[await _read_body(request, max_body_bytes, reservation)])
     if content_type == "application/json" or content_type.endswith("+json"):
-        return RawPayload(json_body=await _read_body(request, max_body_bytes))
+        return RawPayload(json_body=await _read_body(request, max_body_bytes, reservation))
     raise UnsupportedMediaType(
         "send multipart/form-data with 'file' parts, a raw image with an image/* content type, "
         'or application/json {"images": [...]}',
@@ -151,13 +158,19 @@ async def read_payload(
     )
 
 
-async def _read_body(request: Request, max_body_bytes: int) -> bytes:
-    """The body with its Content-Encoding (gzip, deflate, identity) undone, bounded."""
-    body = await request.body()
+async def _read_body(request: Request, max_body_bytes: int, reservation: BodyReservation) -> bytes:
+    """The body with its Content-Encoding (gzip, deflate, identity) undone, bounded; once
+    inflated, only the inflated bytes stay reserved (the compressed ones are dropped)."""
+    body = await read_reserved(request, reservation)
     encoding = request.headers.get("content-encoding")
     if encoding is None:
         return body
-    return await run_in_threadpool(decode_content, body, encoding, max_body_bytes)
+    inflated = await run_in_threadpool(
+        decode_content, body, encoding, max_body_bytes, reservation.add
+    )
+    if inflated is not body:
+        reservation.give_back(len(body))
+    return inflated
 
 
 async def _one_chunk(data: bytes) -> AsyncGenerator[bytes, None]:
@@ -165,7 +178,11 @@ async def _one_chunk(data: bytes) -> AsyncGenerator[bytes, None]:
 
 
 async def _read_multipart(
-    request: Request, max_images: int, max_body_bytes: int, fields: tuple[str, ...]
+    request: Request,
+    max_images: int,
+    max_body_bytes: int,
+    fields: tuple[str, ...],
+    reservation: BodyReservation,
 ) -> RawPayload:
     _, params = parse_options_header(request.headers["content-type"])
     if not params.get(b"boundary"):
@@ -174,9 +191,9 @@ async def _read_multipart(
             "empty one (send 'multipart/form-data; boundary=<the boundary the body uses>')"
         )
     if request.headers.get("content-encoding") is None:
-        stream = request.stream()
+        stream = reserved_stream(request, reservation)
     else:
-        stream = _one_chunk(await _read_body(request, max_body_bytes))
+        stream = _one_chunk(await _read_body(request, max_body_bytes, reservation))
     # One field more than allowed, so a stray or repeated field is named rather than counted.
     parser = _MultipartParser(request.headers, stream, max_images, len(fields) + 1, max_body_bytes)
     try:

@@ -17,9 +17,18 @@ from service.errors import BadRequest, PayloadTooLarge, ServiceError, Unsupporte
 from service.limits import header, send_error
 
 _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+INFLATE_STEP = 1 << 18  # 256 KiB: how far inflation runs ahead of its count
 
 
-def decode_content(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
+def decode_content(
+    body: bytes,
+    encoding: str | None,
+    max_bytes: int,
+    on_inflated: Callable[[int], None] | None = None,
+) -> bytes:
+    """``body`` with ``encoding`` undone, at most ``max_bytes`` of it; ``on_inflated(n)`` is
+    called for every step of at most ``INFLATE_STEP`` inflated bytes (to count them as they
+    appear: it may raise to stop the inflation)."""
     name = (encoding or "identity").strip().lower()
     if name == "identity":
         return body
@@ -33,16 +42,24 @@ def decode_content(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
     total, remaining = 0, body
     while True:
         inflater = zlib.decompressobj(_WBITS[name])
-        try:
-            data = inflater.decompress(remaining, max_bytes - total + 1)
-        except zlib.error:
-            raise BadRequest(f"the body is not valid {name} data") from None
-        total += len(data)
-        parts.append(data)
-        if total > max_bytes or inflater.unconsumed_tail:
-            raise PayloadTooLarge(
-                f"the decompressed request body is over the limit of {max_bytes} bytes"
-            )
+        while True:
+            step = min(INFLATE_STEP, max_bytes - total + 1)
+            try:
+                data = inflater.decompress(remaining, step)
+            except zlib.error:
+                raise BadRequest(f"the body is not valid {name} data") from None
+            total += len(data)
+            if total > max_bytes:
+                raise PayloadTooLarge(
+                    f"the decompressed request body is over the limit of {max_bytes} bytes"
+                )
+            if on_inflated is not None and data:
+                on_inflated(len(data))
+            parts.append(data)
+            remaining = inflater.unconsumed_tail
+            # Only a full step may leave more: zlib stops short at the end of its input or stream.
+            if inflater.eof or len(data) < step:
+                break
         if not inflater.eof:
             raise BadRequest(f"the {name} body is truncated")
         remaining = inflater.unused_data

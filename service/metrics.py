@@ -50,10 +50,15 @@ class Metrics:
             "actlab_images", "Images classified, per model.", ["model"], registry=r
         )
         self.decode_seconds = Histogram(
-            "actlab_decode_seconds", "Image decode time per image.", buckets=_FAST, registry=r
-        )
+            "actlab_decode_seconds",
+            "Image decode time per image (a request with several images observes their mean "
+            "once per image).",
+            buckets=_FAST, registry=r,
+        )  # fmt: skip
         self.preprocess_seconds = Histogram(
-            "actlab_preprocess_seconds", "Resize/crop/normalise time per image.",
+            "actlab_preprocess_seconds",
+            "Resize/crop/normalise time per image (a request with several images observes their "
+            "mean once per image).",
             buckets=_FAST, registry=r,
         )  # fmt: skip
         self.inference_seconds = Histogram(

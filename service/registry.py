@@ -5,7 +5,8 @@ Version policy: a model serves its pinned version (``ACTLAB_MODEL_VERSIONS``) or
 and the next older one is tried). On reload the new session is loaded and warmed before it
 replaces the old one in a single assignment; a failed load keeps the old version serving, so no
 request fails during a reload. A request may ask for another available version: it is loaded on
-demand and kept in a small cache.
+demand and kept, least recently used out, while the files of such versions add up to at most
+``ACTLAB_VERSION_CACHE_BYTES`` (the latest one always stays).
 """
 
 from __future__ import annotations
@@ -16,15 +17,15 @@ import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from service.errors import NotFound, Unavailable, quoted
+from service.memory import release_free_memory
 from service.repository import ModelFile, VerificationError, scan_repository, verify_model_file
 from service.runtime import ModelLoadError, ModelRuntime
 from service.settings import Settings
 
 log = logging.getLogger("actlab.registry")
-
-_EXTRA_VERSIONS_CACHED = 4
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class ModelRegistry:
         self._serving: Mapping[str, ModelRuntime] = {}  # replaced whole, never mutated
         self._versions: Mapping[str, tuple[int, ...]] = {}
         self._extra: OrderedDict[tuple[str, int], ModelRuntime] = OrderedDict()
+        self._extra_sizes: dict[tuple[str, int], int] = {}  # model-file bytes of each
         self._reload_lock = threading.Lock()
         self._extra_lock = threading.Lock()
         self._versions_lock = threading.Lock()
@@ -138,9 +140,18 @@ class ModelRegistry:
                     code="version_not_found",
                 ) from exc
             self._extra[key] = runtime
-            while len(self._extra) > _EXTRA_VERSIONS_CACHED:
-                self._extra.popitem(last=False)
-            return runtime
+            self._extra_sizes[key] = _file_size(model_file.path)
+            evicted = 0
+            while (
+                sum(self._extra_sizes.values()) > self.settings.version_cache_bytes
+                and len(self._extra) > 1
+            ):
+                oldest = next(iter(self._extra))
+                del self._extra[oldest], self._extra_sizes[oldest]
+                evicted += 1
+        if evicted:
+            release_free_memory()
+        return runtime
 
     def _forget_version(self, name: str, version: int) -> None:
         """Stop listing a version that failed to load (until a reload finds it again)."""
@@ -197,6 +208,7 @@ class ModelRegistry:
             self._serving = serving
             with self._extra_lock:
                 self._extra.clear()
+                self._extra_sizes.clear()
             self.skipped = report.skipped
             self.last_reload_at = time.time()
             return report
@@ -230,3 +242,10 @@ class ModelRegistry:
         if old is not None:
             log.warning("model %s: no newer valid version; keeping version %s", name, old.version)
         return old
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:  # removed since it was loaded: count it as nothing
+        return 0

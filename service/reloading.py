@@ -3,7 +3,8 @@
 ``Reloader`` runs ``ModelRegistry.reload`` on one background thread; reload requests that arrive
 while a reload runs coalesce into one more pass. The registry swaps each new session in only
 after it is loaded and warm, so requests keep being served throughout. After every pass the
-``after_reload`` callbacks run (the inspection cache drops sessions of models no longer served).
+``after_reload`` callbacks run (the inspection cache drops sessions of models no longer served),
+then the freed memory is returned to the system (``service.memory``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import signal
 import threading
 from collections.abc import Callable
 
+from service.memory import release_free_memory
 from service.metrics import Metrics
 from service.registry import ModelRegistry
 from service.repository import repository_fingerprint
@@ -102,3 +104,4 @@ class Reloader:
                     callback()
                 except Exception:
                     log.exception("a post-reload step failed; serving continues")
+            release_free_memory()  # the replaced sessions' pages go back to the system

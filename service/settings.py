@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _PIN = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*=\s*([1-9][0-9]*)\s*$")
@@ -102,6 +102,20 @@ class Settings(BaseSettings):
         gt=0,
         description="Deadline for one request's decode + inference, in seconds → 504 past it.",
     )
+    version_cache_bytes: int = Field(
+        default=200_000_000,
+        ge=0,
+        description="Model-file bytes of non-serving versions (asked for with ?version=) kept "
+        "loaded, least recently used out; the latest one always stays. A session takes about "
+        "1.5× its file in memory.",
+    )
+    inspection_cache_bytes: int = Field(
+        default=200_000_000,
+        ge=0,
+        description="Model-file bytes of inspection sessions (/v1/models/{name}/activations) "
+        "kept loaded, least recently used out; the latest one always stays. One takes about "
+        "2.5× its file in memory.",
+    )
     reload_poll_s: float = Field(
         default=0.0,
         ge=0,
@@ -136,6 +150,13 @@ class Settings(BaseSettings):
     warmup_runs: int = Field(
         default=2, ge=0, le=100, description="Inference runs on a blank batch per model at load."
     )
+    max_body_bytes_in_flight: int = Field(
+        default=256_000_000,
+        ge=1,
+        description="Bytes of request bodies held in memory at once across all image requests "
+        "(a declared Content-Length counts from the start, a compressed body also counts its "
+        "inflated bytes) → 503 with Retry-After beyond; at least twice ACTLAB_MAX_BODY_BYTES.",
+    )
 
     @field_validator("model_versions", mode="before")
     @classmethod
@@ -155,3 +176,15 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _one_request_fits_in_flight(self) -> Settings:
+        # One request may hold a compressed body and its inflated copy, each up to the limit.
+        if self.max_body_bytes_in_flight < 2 * self.max_body_bytes:
+            raise ValueError(
+                f"ACTLAB_MAX_BODY_BYTES_IN_FLIGHT ({self.max_body_bytes_in_flight}) must be at "
+                f"least twice ACTLAB_MAX_BODY_BYTES ({self.max_body_bytes}), i.e. at least "
+                f"{2 * self.max_body_bytes}, so that one request of the largest size (compressed "
+                "and inflated) always fits; raise the first or lower the second"
+            )
+        return self

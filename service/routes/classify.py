@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
+from service.body_budget import BodyReservation
 from service.classify import DEFAULT_TOP_K, Deadline, classify_images
 from service.classify_request import (
     MAX_TOP_K,
@@ -16,7 +17,7 @@ from service.classify_request import (
     decode_payload,
     read_payload,
 )
-from service.deps import ExecutorDep, MetricsDep, RegistryDep, SettingsDep
+from service.deps import BodyReservationDep, ExecutorDep, MetricsDep, RegistryDep, SettingsDep
 from service.imaging import DecodeLimits
 from service.metrics import Metrics
 from service.registry import ModelRegistry
@@ -110,10 +111,14 @@ async def classify_request(
     settings: Settings,
     metrics: Metrics,
     executor: Any,
+    reservation: BodyReservation,
 ) -> JSONResponse:
     """Read the body here (async), do everything CPU-bound on the inference executor."""
     payload: RawPayload = await read_payload(
-        request, settings.max_images_per_request, settings.max_body_bytes
+        request,
+        settings.max_images_per_request,
+        settings.max_body_bytes,
+        reservation=reservation,
     )
     limits = DecodeLimits(settings.max_pixels, settings.max_frames)
 
@@ -145,6 +150,7 @@ async def classify_with_model(
     settings: SettingsDep,
     metrics: MetricsDep,
     executor: ExecutorDep,
+    reservation: BodyReservationDep,
     top_k: TopK = None,
     include_probabilities: IncludeProbabilities = None,
     version: Version = None,
@@ -157,7 +163,7 @@ async def classify_with_model(
     query = ClassifyOptions(top_k, include_probabilities, version)
     return await classify_request(
         request, name, query, registry=registry, settings=settings, metrics=metrics,
-        executor=executor,
+        executor=executor, reservation=reservation,
     )  # fmt: skip
 
 
@@ -174,6 +180,7 @@ async def classify_default(
     settings: SettingsDep,
     metrics: MetricsDep,
     executor: ExecutorDep,
+    reservation: BodyReservationDep,
     top_k: TopK = None,
     include_probabilities: IncludeProbabilities = None,
     version: Version = None,
@@ -183,5 +190,5 @@ async def classify_default(
     query = ClassifyOptions(top_k, include_probabilities, version)
     return await classify_request(
         request, None, query, registry=registry, settings=settings, metrics=metrics,
-        executor=executor,
+        executor=executor, reservation=reservation,
     )  # fmt: skip

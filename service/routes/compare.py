@@ -16,7 +16,7 @@ from service.classify import (
     classify_decoded,
 )
 from service.classify_request import ClassifyOptions, RawPayload, decode_payload, read_payload
-from service.deps import ExecutorDep, MetricsDep, RegistryDep, SettingsDep
+from service.deps import BodyReservationDep, ExecutorDep, MetricsDep, RegistryDep, SettingsDep
 from service.errors import Unavailable, invalid_body
 from service.imaging import DecodeLimits, decode_image, draft_size
 from service.routes.analysis_docs import ERROR_RESPONSES, image_request_body
@@ -65,6 +65,7 @@ async def compare_models(
     settings: SettingsDep,
     metrics: MetricsDep,
     executor: ExecutorDep,
+    reservation: BodyReservationDep,
     models: Models = None,
     top_k: TopK = None,
     include_probabilities: IncludeProbabilities = None,
@@ -72,7 +73,9 @@ async def compare_models(
     """Each model's name, version, activation, top-k and inference time, and the total time.
     Models come from `?models=` (any body form) or the JSON body's `models`; an unknown name is
     a 404 naming it, checked before anything runs."""
-    payload = await read_payload(request, 1, settings.max_body_bytes, _FIELDS)
+    payload = await read_payload(
+        request, 1, settings.max_body_bytes, _FIELDS, reservation=reservation
+    )
     query = ClassifyOptions(top_k, include_probabilities)
     limits = DecodeLimits(settings.max_pixels, settings.max_frames)
 

@@ -15,9 +15,10 @@ from service.classify_request import (
     decode_payload,
     read_payload,
 )
-from service.deps import ExecutorDep, MetricsDep, RegistryDep, SettingsDep
+from service.deps import BodyReservationDep, ExecutorDep, MetricsDep, RegistryDep, SettingsDep
 from service.imaging import DecodeLimits
-from service.inspect import InspectionCache, inspect_image
+from service.inspect import inspect_image
+from service.inspection_sessions import InspectionCache
 from service.routes.analysis_docs import ERROR_RESPONSES, image_request_body
 from service.routes.classify import IncludeProbabilities, TopK, Version
 
@@ -49,6 +50,7 @@ async def inspect_model(
     settings: SettingsDep,
     metrics: MetricsDep,
     executor: ExecutorDep,
+    reservation: BodyReservationDep,
     cache: InspectionCacheDep,
     top_k: TopK = None,
     include_probabilities: IncludeProbabilities = None,
@@ -57,7 +59,7 @@ async def inspect_model(
     """Send one image (multipart `file`, raw `image/*` body, or JSON base64) and get, for every
     activation site in graph order, mean, std, min, max, the fraction ≤ 0 (dead ReLU units) and
     the fraction saturated (bounded activations), plus the model's top-k classes."""
-    payload = await read_payload(request, 1, settings.max_body_bytes)
+    payload = await read_payload(request, 1, settings.max_body_bytes, reservation=reservation)
     query = ClassifyOptions(top_k, include_probabilities, version)
     limits = DecodeLimits(settings.max_pixels, settings.max_frames)
 

@@ -7,8 +7,9 @@ import time
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from service.body_budget import BodyReservation, read_reserved
 from service.classify import Deadline
-from service.deps import ExecutorDep, MetricsDep, RegistryDep, SettingsDep
+from service.deps import BodyReservationDep, ExecutorDep, MetricsDep, RegistryDep, SettingsDep
 from service.imaging import DecodeLimits
 from service.v2 import docs
 from service.v2.binary import HEADER_LENGTH, OCTET_STREAM
@@ -39,10 +40,11 @@ async def _infer(
     metrics: MetricsDep,
     executor: ExecutorDep,
     statistics: StatisticsDep,
+    reservation: BodyReservation,
 ) -> Response:
     received = time.perf_counter_ns()
     body = InferBody(
-        await request.body(),
+        await read_reserved(request, reservation),
         header_length=request.headers.get(HEADER_LENGTH),
         content_encoding=request.headers.get("content-encoding"),
     )
@@ -52,6 +54,7 @@ async def _infer(
         max_body_bytes=settings.max_body_bytes,
         metrics=metrics,
         statistics=statistics,
+        on_inflated=reservation.add,
     )
     submitted = time.perf_counter_ns()
 
@@ -79,10 +82,11 @@ async def infer_serving(
     metrics: MetricsDep,
     executor: ExecutorDep,
     statistics: StatisticsDep,
+    reservation: BodyReservationDep,
 ) -> Response:
     return await _infer(
         request, name, None, registry=registry, settings=settings, metrics=metrics,
-        executor=executor, statistics=statistics,
+        executor=executor, statistics=statistics, reservation=reservation,
     )  # fmt: skip
 
 
@@ -103,8 +107,9 @@ async def infer_version(
     metrics: MetricsDep,
     executor: ExecutorDep,
     statistics: StatisticsDep,
+    reservation: BodyReservationDep,
 ) -> Response:
     return await _infer(
         request, name, version, registry=registry, settings=settings, metrics=metrics,
-        executor=executor, statistics=statistics,
+        executor=executor, statistics=statistics, reservation=reservation,
     )  # fmt: skip

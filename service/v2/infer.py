@@ -8,6 +8,7 @@ preprocessing as ``/v1/classify``; a float32 batch goes straight to ``ModelRunti
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pydantic import ValidationError
@@ -55,6 +56,7 @@ class InferContext:
     max_body_bytes: int
     metrics: Metrics
     statistics: InferenceStatistics
+    on_inflated: Callable[[int], None] | None = None  # counts a compressed body's inflated bytes
 
 
 def parse_request(json_part: bytes) -> InferenceRequest:
@@ -92,7 +94,9 @@ def _infer(
     queued_ns: int,
 ) -> InferResult:
     started = time.perf_counter_ns()
-    content = decode_content(body.body, body.content_encoding, context.max_body_bytes)
+    content = decode_content(
+        body.body, body.content_encoding, context.max_body_bytes, context.on_inflated
+    )
     json_part, binary_part = split_body(content, body.header_length)
     try:
         request = parse_request(json_part)

@@ -388,6 +388,38 @@ def test_model_without_sites_is_422_not_inspectable(model_repo: Path, tmp_path: 
         assert classify.status_code == 200
 
 
+def test_card_sites_missing_from_the_graph_are_422_naming_them(
+    model_repo: Path, tmp_path: Path
+) -> None:
+    source = model_path(model_repo, "tiny-relu")
+    card = ModelCard.from_metadata({p.key: p.value for p in onnx.load(str(source)).metadata_props})
+    ghost = card.activation_sites[0].model_copy(update={"name": "ghost", "tensor": "no-such"})
+    repo = tmp_path / "models"
+    _republish_with_card(
+        source,
+        repo / "ghostly" / "1",
+        name="ghostly",
+        activation_sites=[*card.activation_sites, ghost],
+    )
+    with running_app(make_settings(repo, intra_op_threads=1)) as client:
+        assert client.get("/health/ready").status_code == 200
+        for _ in range(2):  # a failed build is not cached as a success, nor does it stick
+            response = client.post(
+                "/v1/models/ghostly/activations",
+                content=png_bytes(noise_pixels()),
+                headers={"content-type": "image/png"},
+            )
+            assert response.status_code == 422
+            assert response.json() == {
+                "error": {
+                    "code": "model_not_inspectable",
+                    "message": "model 'ghostly' version 1: the card's activation sites ghost "
+                    "are not in its graph",
+                }
+            }
+        assert len(client.app.state.inspection_cache) == 0  # type: ignore[attr-defined]
+
+
 def test_openapi_documents_inspection_and_compare(client: TestClient) -> None:
     schema = client.get("/openapi.json").json()
     for path in ("/v1/models/{name}/activations", "/v1/compare"):

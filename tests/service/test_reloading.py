@@ -11,7 +11,7 @@ import pytest
 from conftest import make_settings, running_app
 from service_images import gradient_rgb, png
 
-from service.inspect import InspectionCache, InspectionSession
+from service.inspection_sessions import InspectionCache, InspectionSession
 from service.metrics import Metrics
 from service.registry import ModelRegistry
 from service.reloading import Reloader
@@ -125,7 +125,7 @@ def test_an_inspection_built_across_a_reload_serves_its_request_but_is_not_cache
     registry = ModelRegistry(make_settings(model_repo, intra_op_threads=1))
     registry.load_startup_models()
     superseded, served = registry.get("tiny-tanh"), registry.get("tiny-relu")
-    cache = InspectionCache(intra_op_threads=1, inter_op_threads=1)
+    cache = InspectionCache(intra_op_threads=1, inter_op_threads=1, budget_bytes=10**9)
     live_after_reload = {(served.name, served.version, served.digest)}
 
     class ReloadDuringBuild(InspectionSession):
@@ -134,9 +134,9 @@ def test_an_inspection_built_across_a_reload_serves_its_request_but_is_not_cache
                 cache.retain(live_after_reload)  # the reload's after-step runs mid-build
             super().__init__(runtime, options)
 
-    monkeypatch.setattr("service.inspect.InspectionSession", ReloadDuringBuild)
+    monkeypatch.setattr("service.inspection_sessions.InspectionSession", ReloadDuringBuild)
     session = cache.get(superseded)
-    assert session.runtime is superseded  # the in-flight request is still served
+    assert session.key == (superseded.name, superseded.version, superseded.digest)  # served
     assert len(cache) == 0  # but the superseded model's session is not kept
 
     kept = cache.get(served)  # a live model built after the reload is cached as before
