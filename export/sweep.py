@@ -242,47 +242,27 @@ def run_one(
             ), None
         status, message = NOT_TRAINABLE, str(exc)
     model.eval()
-    if not export:
-        return RunResult(
-            activation,
-            seed,
-            status,
-            history,
-            seconds,
-            parameters,
-            message=message,
-            train_loss=train_loss,
-            val_loss=val_loss,
-        ), None
-    parity = [data.norm(data.val[0][:64]), data.norm(data.val[0][64:65])]
-    try:
-        graph = export_verified(model, data.dataset.input_size, parity)
-    except ExportError as exc:
-        return RunResult(
-            activation,
-            seed,
-            "failed",
-            history,
-            seconds,
-            parameters,
-            message=f"export failed: {exc}",
-            train_loss=train_loss,
-            val_loss=val_loss,
-        ), None
-    model_bytes = graph.proto.SerializeToString()
-    latency = measure_latency_ms(model_bytes, data.dataset.input_size, config.latency_runs)
-    return RunResult(
+    trained = RunResult(
         activation,
         seed,
         status,
         history,
         seconds,
         parameters,
-        latency,
-        message,
+        message=message,
         train_loss=train_loss,
         val_loss=val_loss,
-    ), model_bytes
+    )
+    if not export:
+        return trained, None
+    parity = [data.norm(data.val[0][:64]), data.norm(data.val[0][64:65])]
+    try:
+        graph = export_verified(model, data.dataset.input_size, parity)
+    except ExportError as exc:
+        return dataclasses.replace(trained, status="failed", message=f"export failed: {exc}"), None
+    model_bytes = graph.proto.SerializeToString()
+    latency = measure_latency_ms(model_bytes, data.dataset.input_size, config.latency_runs)
+    return dataclasses.replace(trained, latency_ms=latency), model_bytes
 
 
 def load_runs(out: Path) -> list[RunResult]:

@@ -22,6 +22,7 @@ from collections.abc import AsyncGenerator
 from starlette.requests import Request
 
 from service.errors import ServiceError, Unavailable
+from service.limits import content_length
 
 
 class BodyBudget:
@@ -99,18 +100,12 @@ class BodyReservation:
             self._closed = True
 
 
-def declared_length(request: Request) -> int | None:
-    """The request's ``Content-Length`` as a number, or None (absent or not a number)."""
-    value = request.headers.get("content-length")
-    return int(value) if value is not None and value.strip().isdigit() else None
-
-
 async def reserved_stream(
     request: Request, reservation: BodyReservation
 ) -> AsyncGenerator[bytes, None]:
     """``request.stream()`` with every byte reserved before it is handed on: the declared
     length up front, then whatever arrives beyond what is reserved."""
-    reserved = declared_length(request) or 0
+    reserved = content_length(request.scope) or 0
     reservation.add(reserved)
     received = 0
     async for chunk in request.stream():

@@ -73,7 +73,7 @@ class BodySizeLimitMiddleware:
             await self.app(scope, receive, send)
             return
         limit, prefix = self.limit_for(scope.get("path", ""))
-        declared = _content_length(scope)
+        declared = content_length(scope)
         if declared is not None and declared > limit:
             await send_error(scope, receive, send, self._too_large(limit, prefix))
             return
@@ -118,12 +118,10 @@ def header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-def _content_length(scope: Scope) -> int | None:
-    value = header(scope, b"content-length")
-    try:
-        return None if value is None else int(value)
-    except ValueError:
-        return None
+def content_length(scope: Scope) -> int | None:
+    """The declared ``Content-Length``, or None when absent or not a plain decimal number."""
+    value = (header(scope, b"content-length") or "").strip()
+    return int(value) if value.isascii() and value.isdigit() else None
 
 
 class ConcurrencyLimiter:
