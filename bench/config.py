@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+
+from service.settings import Settings
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
@@ -19,8 +21,8 @@ class ServerConfig:
     kind: str  # "service" | "naive"
     workers: int = 1
     intra_op_threads: int = 0  # 0 = the service's default (the CPU quota)
-    batch_max_size: int = 1
-    batch_max_wait_ms: float = 0.0
+    batch_max_size: int = Settings.model_fields["batch_max_size"].default  # the service's
+    batch_max_wait_ms: float = Settings.model_fields["batch_max_wait_ms"].default  # defaults
     model: str = "fp32"  # "fp32" | "int8": which of the benchmark's model files it serves
 
 
@@ -42,6 +44,9 @@ class Profile:
     interleaved_requests: int  # requests per side per round
     throughput_rounds: int  # the top-concurrency service ÷ naive throughput: interleaved rounds
     throughput_requests: int  # requests per server per round
+    batching_rounds: int  # batching off vs 8 / 0 ms: interleaved rounds (c=1 p50, top images/s)
+    batching_c1_requests: int  # c=1 requests per server per round
+    batching_top_requests: int  # top-concurrency requests per server per round
     servers: tuple[ServerConfig, ...]
     probe_per_class: int  # shapes images per class for BN statistics + the linear-probe head
     val_per_class: int  # shapes images per class for accuracy and INT8 agreement
@@ -52,9 +57,13 @@ class Profile:
 
 
 SERVICE = ServerConfig("service", "service (defaults)", "service")
-SERVICE_BATCH = ServerConfig(
-    "service-batch8", "service, batching 8 / 0 ms", "service", batch_max_size=8
+SERVICE_BATCH_OFF = ServerConfig(
+    "service-nobatch", "service, batching off", "service", batch_max_size=1, batch_max_wait_ms=0.0
 )
+SERVICE_BATCH = ServerConfig(
+    "service-batch8", "service, batching 8 / 0 ms", "service", batch_max_size=8,
+    batch_max_wait_ms=0.0,
+)  # fmt: skip
 SERVICE_BATCH_WAIT = ServerConfig(
     "service-batch8-5ms",
     "service, batching 8 / 5 ms",
@@ -65,6 +74,19 @@ SERVICE_BATCH_WAIT = ServerConfig(
 SERVICE_2W = ServerConfig(
     "service-2w1t", "service, 2 workers × 1 thread", "service", workers=2, intra_op_threads=1
 )
+
+
+def _settings(config: ServerConfig) -> ServerConfig:
+    return replace(config, key="", label="")
+
+
+def unlike_defaults(*configs: ServerConfig) -> tuple[ServerConfig, ...]:
+    """The configurations that would not run the service exactly as ``SERVICE`` (its defaults)
+    does: batching off and batching 8 / 0 ms are both candidates, and whichever is the default
+    is measured once, as ``SERVICE``."""
+    return tuple(c for c in configs if _settings(c) != _settings(SERVICE))
+
+
 NAIVE = ServerConfig("naive", "naive reference (d)", "naive")
 # The same two servers on the INT8 file: where inference is cheap, decode and HTTP cost more.
 SERVICE_INT8 = ServerConfig(
@@ -89,10 +111,12 @@ FULL = Profile(
     interleaved_requests=20,
     throughput_rounds=5,
     throughput_requests=96,
+    batching_rounds=7,
+    batching_c1_requests=20,
+    batching_top_requests=96,
     servers=(
         SERVICE,
-        SERVICE_BATCH,
-        SERVICE_BATCH_WAIT,
+        *unlike_defaults(SERVICE_BATCH_OFF, SERVICE_BATCH, SERVICE_BATCH_WAIT),
         SERVICE_2W,
         NAIVE,
         SERVICE_INT8,
@@ -123,7 +147,16 @@ SMOKE = Profile(
     interleaved_requests=3,
     throughput_rounds=2,
     throughput_requests=4,
-    servers=(SERVICE, SERVICE_BATCH, NAIVE, SERVICE_INT8, NAIVE_INT8),
+    batching_rounds=2,
+    batching_c1_requests=3,
+    batching_top_requests=4,
+    servers=(
+        SERVICE,
+        *unlike_defaults(SERVICE_BATCH_OFF, SERVICE_BATCH),
+        NAIVE,
+        SERVICE_INT8,
+        NAIVE_INT8,
+    ),
     probe_per_class=4,
     val_per_class=3,
     calibration_images=4,

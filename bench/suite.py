@@ -15,11 +15,13 @@ from typing import Any
 
 from bench import inprocess
 from bench.agreement import trained_agreement
-from bench.config import BENCH_DIR, Profile
+from bench.config import BENCH_DIR, SERVICE_BATCH, SERVICE_BATCH_OFF, Profile
 from bench.images import SMALL_SIZE, bits_per_pixel, photo_jpegs, reference_photo_density
 from bench.interleaved import (
+    InterleavedBatching,
     InterleavedC1,
     InterleavedThroughput,
+    interleaved_batching,
     interleaved_c1,
     interleaved_throughput,
 )
@@ -90,6 +92,7 @@ def run_suite(profile: Profile, command: str, log: Log = print) -> dict[str, Any
     cold_starts: dict[str, float] = {}
     interleaved: InterleavedC1 | None = None
     throughput: InterleavedThroughput | None = None
+    batching: InterleavedBatching | None = None
     loadgen: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         photo_bodies = write_bodies(photos, Path(tmp) / "photo")
@@ -126,6 +129,8 @@ def run_suite(profile: Profile, command: str, log: Log = print) -> dict[str, Any
                     )  # fmt: skip
         throughput = _interleaved_throughput(profile, models.fp32_repo, models.fp32_path,
                                              photo_bodies, log)  # fmt: skip
+        batching = _interleaved_batching(profile, models.fp32_repo, models.fp32_path,
+                                         photo_bodies, log)  # fmt: skip
     del runtime
     gc.collect()
 
@@ -152,6 +157,7 @@ def run_suite(profile: Profile, command: str, log: Log = print) -> dict[str, Any
         "agreement": trained.__dict__,
         "interleaved_c1": interleaved.as_json() if interleaved else None,
         "interleaved_throughput": throughput.as_json() if throughput else None,
+        "interleaved_batching": batching.as_json() if batching else None,
         "servers": [c.__dict__ for c in profile.servers],
     }  # fmt: skip
     report["ratios"] = ratios(results)
@@ -177,6 +183,26 @@ def _interleaved_throughput(
         return interleaved_throughput(
             service, naive, bodies, concurrency=top, rounds=profile.throughput_rounds,
             requests=profile.throughput_requests,
+        )  # fmt: skip
+
+
+def _interleaved_batching(
+    profile: Profile, repo: Path, path: Path, bodies: Path, log: Log
+) -> InterleavedBatching | None:
+    """The service with batching off and with batching 8 / 0 ms, both up, in
+    alternating rounds of p50 at c=1 and images/s at the top concurrency (fp32, photo JPEGs):
+    the measurement the batching default follows (bench/findings.py)."""
+    if profile.batching_rounds < 1:
+        return None
+    top = max(profile.concurrencies)
+    log(f"http: batching off vs 8 / 0 ms, p50 at c=1 and throughput at c={top}, interleaved")
+    with (
+        start_server(SERVICE_BATCH_OFF, repo, path) as off,
+        start_server(SERVICE_BATCH, repo, path) as on,
+    ):
+        return interleaved_batching(
+            off, on, bodies, concurrency=top, rounds=profile.batching_rounds,
+            c1_requests=profile.batching_c1_requests, top_requests=profile.batching_top_requests,
         )  # fmt: skip
 
 

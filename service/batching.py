@@ -73,6 +73,8 @@ class DynamicBatcher:
     # -- caller side -------------------------------------------------------------------------
     def run(self, batch: Array, should_stop: ShouldStop | None = None) -> tuple[Array, Array]:
         """Run ``batch`` (float32 [N, 3, H, W]) together with whatever else is waiting."""
+        if should_stop is not None and should_stop():
+            raise DeadlineExceeded("inference was stopped at the deadline")
         item = _Pending(batch, should_stop)
         with self._cond:
             self._queue.append(item)

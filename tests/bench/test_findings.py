@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from bench.findings import batching_verdict, missed_explanations, threads_verdict
 
 SERVERS = [
     {"key": "service", "label": "service (defaults)", "kind": "service", "workers": 1,
-     "intra_op_threads": 0, "batch_max_size": 1},
+     "intra_op_threads": 0, "batch_max_size": 1, "batch_max_wait_ms": 0.0},
     {"key": "service-batch8", "label": "service, batching 8 / 0 ms", "kind": "service",
-     "workers": 1, "intra_op_threads": 0, "batch_max_size": 8},
+     "workers": 1, "intra_op_threads": 0, "batch_max_size": 8, "batch_max_wait_ms": 0.0},
     {"key": "service-2w1t", "label": "service, 2 workers × 1 thread", "kind": "service",
-     "workers": 2, "intra_op_threads": 1, "batch_max_size": 1},
+     "workers": 2, "intra_op_threads": 1, "batch_max_size": 1, "batch_max_wait_ms": 0.0},
 ]  # fmt: skip
 
 
@@ -37,11 +39,82 @@ def _report(batch_c1: float, batch_tp: float) -> dict[str, Any]:
     }
 
 
-def test_batching_is_recommended_only_when_it_pays_and_costs_nothing_at_c1() -> None:
-    assert "worth turning on" in batching_verdict(_report(50.5, 27.5))  # +10 %, p50 ×1.01
-    assert "raises throughput at c=16 by 10 %" in batching_verdict(_report(50.5, 27.5))
-    assert "stays **off**" in batching_verdict(_report(50.5, 26.0))  # +4 % only
-    assert "stays **off**" in batching_verdict(_report(55.0, 30.0))  # p50 at c=1 ×1.10
+def _interleaved(gains: list[float], costs: list[float]) -> dict[str, Any]:
+    """An interleaved batching result whose rounds have these throughput and p50 ratios."""
+    from bench.interleaved import InterleavedBatching
+
+    result = InterleavedBatching(
+        label="service, batching 8 / 0 ms", batch_max_size=8, batch_max_wait_ms=0.0,
+        rounds=len(gains), concurrency=16, c1_requests_per_round=20, top_requests_per_round=96,
+        off_p50_ms=[40.0] * len(costs), on_p50_ms=[40.0 * c for c in costs],
+        off_images_per_s=[25.0] * len(gains), on_images_per_s=[25.0 * g for g in gains],
+    )  # fmt: skip
+    return result.as_json()
+
+
+def test_batching_pays_only_when_every_interleaved_round_agrees() -> None:
+    pays = _interleaved([1.06, 1.05, 1.07], [0.99, 1.02, 1.00])
+    assert pays["raises_throughput"] and not pays["hurts_p50"] and pays["worth_on"]
+    assert pays["throughput_ratio"] == pytest.approx(1.06)
+    one_round_lost = _interleaved([1.12, 0.99, 1.10], [1.0, 1.0, 1.0])
+    assert not one_round_lost["raises_throughput"] and not one_round_lost["worth_on"]
+    slower_everywhere = _interleaved([1.10, 1.10, 1.10], [1.02, 1.03, 1.05])
+    assert slower_everywhere["hurts_p50"] and not slower_everywhere["worth_on"]
+    within_tolerance = _interleaved([1.10, 1.10, 1.10], [1.005, 1.02, 1.03])
+    assert not within_tolerance["hurts_p50"] and within_tolerance["worth_on"]
+
+
+def test_the_batching_verdict_follows_the_interleaved_rounds_not_the_rows() -> None:
+    # the rows say +10 % at no p50 cost, the interleaved rounds disagree among themselves
+    report = {**_report(50.5, 27.5), "interleaved_batching": _interleaved([1.1, 0.98], [1, 1])}
+    text = batching_verdict(report)
+    assert "| service, batching 8 / 0 ms | 50.5 | 27.5 | 600.0 | 1.10 | 1.01 |" in text
+    assert "per round 0.980–1.100" in text and "**batching does not pay**" in text
+    report["interleaved_batching"] = _interleaved([1.04, 1.06], [1.0, 0.99])
+    assert "**batching pays on this CPU**" in batching_verdict(report)
+    report["interleaved_batching"] = _interleaved([1.2, 1.2], [1.05, 1.1])
+    assert "more than 1 % slower" in batching_verdict(report)
+    del report["interleaved_batching"]
+    assert "decides nothing" in batching_verdict(report)
+
+
+def test_the_verdict_states_the_default_and_whether_it_follows() -> None:
+    from service.settings import Settings
+
+    on = Settings.model_fields["batch_max_size"].default > 1
+    report = {**_report(50.0, 25.0), "interleaved_batching": _interleaved([1.05, 1.06], [1, 1])}
+    text = batching_verdict(report)
+    assert ("as this measurement says it should be" in text) == on
+    assert ("**this run says it should be on**" in text) == (not on)
+    report["interleaved_batching"] = _interleaved([0.97, 1.06], [1, 1])
+    text = batching_verdict(report)
+    assert ("**this run says it should be off**" in text) == on
+
+
+def test_with_batching_on_by_default_the_table_compares_with_batching_off() -> None:
+    servers = [
+        {**SERVERS[0], "batch_max_size": 8, "batch_max_wait_ms": 0.0},
+        {"key": "service-nobatch", "label": "service, batching off", "kind": "service",
+         "workers": 1, "intra_op_threads": 0, "batch_max_size": 1, "batch_max_wait_ms": 0.0},
+        {**SERVERS[2], "batch_max_size": 8, "batch_max_wait_ms": 0.0},
+    ]  # fmt: skip
+    report = {
+        "servers": servers, "machine": {"cpus_usable": 2}, "targets": [],
+        "results": [
+            _row("service-photo-c1", 1, 50.0, 20.0), _row("service-photo-c16", 16, 300.0, 27.0),
+            _row("service-nobatch-photo-c1", 1, 50.0, 20.0),
+            _row("service-nobatch-photo-c16", 16, 400.0, 25.0),
+            _row("service-2w1t-photo-c1", 1, 70.0, 14.0),
+            _row("service-2w1t-photo-c16", 16, 380.0, 26.0),
+        ],
+    }  # fmt: skip
+    text = batching_verdict(report)
+    assert "| service (defaults: batching 8 / 0 ms) | 50.0 | 27.0 | 600.0 | 1.08 | 1.00 |" in text
+    assert "| service, batching off | 50.0 | 25.0 | 800.0 | 1.00 | 1.00 |" in text
+    # the thread table compares configurations that batch alike: the defaults and 2 × 1
+    threads = threads_verdict(report)
+    assert "| 1 × 2 | 50.0 | 27.0 | 300 |" in threads and "| 2 × 1 | 70.0 | 26.0 | 300 |" in threads
+    assert "25.0" not in threads
 
 
 def test_the_thread_table_lists_each_unbatched_configuration() -> None:
@@ -79,9 +152,11 @@ def test_only_the_load_before_the_suite_marks_a_run_noisy() -> None:
 
 INT8_SERVERS = [
     {"key": "service-int8", "label": "service (defaults), INT8 model", "kind": "service",
-     "workers": 1, "intra_op_threads": 0, "batch_max_size": 1, "model": "int8"},
+     "workers": 1, "intra_op_threads": 0, "batch_max_size": 1, "batch_max_wait_ms": 0.0,
+     "model": "int8"},
     {"key": "naive-int8", "label": "naive reference (d), INT8 model", "kind": "naive",
-     "workers": 1, "intra_op_threads": 0, "batch_max_size": 1, "model": "int8"},
+     "workers": 1, "intra_op_threads": 0, "batch_max_size": 1, "batch_max_wait_ms": 0.0,
+     "model": "int8"},
 ]  # fmt: skip
 
 

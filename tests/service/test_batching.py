@@ -142,6 +142,15 @@ def test_a_caller_past_its_deadline_gets_deadline_exceeded_and_is_not_run() -> N
     assert model.sizes == [1]  # only the first one ran
 
 
+def test_a_caller_already_past_its_deadline_is_refused_without_queueing() -> None:
+    model = Recorder()
+    batcher = DynamicBatcher(model, max_batch_size=8, max_wait_s=0.0)
+    (x,) = _inputs(1)
+    with pytest.raises(DeadlineExceeded):
+        batcher.run(x, should_stop=lambda: True)
+    assert model.sizes == [] and not batcher._queue and batcher._worker is None
+
+
 def test_the_collector_thread_exits_when_idle_and_restarts_on_demand() -> None:
     model = Recorder()
     batcher = DynamicBatcher(model, max_batch_size=4, max_wait_s=0.0, idle_exit_s=0.05)

@@ -181,9 +181,10 @@ def test_triton_model_config(client: TestClient) -> None:
         "default_model_filename": "model.onnx",
         "model_transaction_policy": {"decoupled": False},
         "parameters": {},
+        "dynamic_batching": {"max_queue_delay_microseconds": 0},  # on by default: 8 / 0 ms
     }  # fmt: skip
     response = client.get("/v2/models/tiny-relu/config")
-    assert (response.status_code, response.json()) == (200, expected)  # batching off: no key
+    assert (response.status_code, response.json()) == (200, expected)
     one = client.get("/v2/models/tiny-relu/versions/1/config").json()
     assert one == expected | {"version_policy": {"specific": {"versions": [1]}}}
 
@@ -206,6 +207,8 @@ def test_config_declares_dynamic_batching_when_it_is_on(model_repo: Path) -> Non
         assert config["dynamic_batching"] == {"max_queue_delay_microseconds": 2500}
         assert config["max_batch_size"] == 32
         assert client.post("/v2/models/tiny-relu/infer", json=tensor_request(2)).status_code == 200
+    with running_app(make_settings(model_repo, batch_max_size=1)) as client:
+        assert "dynamic_batching" not in client.get("/v2/models/tiny-relu/config").json()
 
 
 def zero_stats(name: str, version: str) -> dict[str, Any]:
