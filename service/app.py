@@ -34,7 +34,7 @@ from service.head import HeadAsGetMiddleware
 from service.inspection_sessions import InspectionCache
 from service.limits import BodyLimitExceeded, BodySizeLimitMiddleware
 from service.logs import enable_service_logs
-from service.metrics import Metrics, MetricsMiddleware, RouteTemplates
+from service.metrics import BatchingCollector, Metrics, MetricsMiddleware, RouteTemplates
 from service.openapi_doc import finish_openapi
 from service.query_params import reject_unknown_query_parameters
 from service.registry import ModelRegistry
@@ -74,6 +74,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = Metrics()
     app.state.executor = None
     app.state.body_budget = BodyBudget(settings.max_body_bytes_in_flight)
+    app.state.metrics.body_bytes_in_flight.set_function(lambda: app.state.body_budget.in_use)
+    app.state.metrics.registry.register(BatchingCollector(app.state.registry.live_runtimes))
     app.state.inspection_cache = InspectionCache(
         settings.intra_op_threads, settings.inter_op_threads, settings.inspection_cache_bytes
     )

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
     from service.classify import Timings
+    from service.runtime import ModelRuntime
 
 _FAST = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _SLOW = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -74,6 +77,12 @@ class Metrics:
             registry=r,
         )  # fmt: skip
         self.models_loaded = Gauge("actlab_models_loaded", "Models being served.", registry=r)
+        self.body_bytes_in_flight = Gauge(
+            "actlab_body_bytes_in_flight",
+            "Bytes of request bodies held in memory now, read and inflated (at most "
+            "ACTLAB_MAX_BODY_BYTES_IN_FLIGHT; over it, requests get 503 over_body_capacity).",
+            registry=r,
+        )
         self.reloads = Counter(
             "actlab_reloads", "Repository reloads by outcome.", ["outcome"], registry=r
         )
@@ -167,3 +176,33 @@ class MetricsMiddleware:
             return str(routed)
         matched = self.template_of(scope["path"]) if self.template_of is not None else None
         return matched or "unmatched"
+
+
+class BatchingCollector(Collector):
+    """Dynamic batching at scrape time, per served model version: onnxruntime runs made and the
+    images they held (images ÷ runs = the mean batch). Read from each runtime's batcher, so the
+    counters start again at 0 when a reload brings a new version (a new series)."""
+
+    def __init__(self, runtimes: Callable[[], Iterable[ModelRuntime]]) -> None:
+        self.runtimes = runtimes
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        runs = CounterMetricFamily(
+            "actlab_batched_runs",
+            "onnxruntime runs made by dynamic batching, per served model version (one run "
+            "serves one or more requests).",
+            labels=["model", "version"],
+        )
+        images = CounterMetricFamily(
+            "actlab_batched_images",
+            "Images in those runs; ÷ actlab_batched_runs_total = the mean batch size.",
+            labels=["model", "version"],
+        )
+        for runtime in self.runtimes():
+            batcher = runtime.batcher
+            if batcher is not None:
+                labels = [runtime.name, str(runtime.version)]
+                runs.add_metric(labels, batcher.batches_run)
+                images.add_metric(labels, batcher.images_run)
+        yield runs
+        yield images

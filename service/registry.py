@@ -6,7 +6,9 @@ and the next older one is tried). On reload the new session is loaded and warmed
 replaces the old one in a single assignment; a failed load keeps the old version serving, so no
 request fails during a reload. A request may ask for another available version: it is loaded on
 demand and kept, least recently used out, while the files of such versions add up to at most
-``ACTLAB_VERSION_CACHE_BYTES`` (the latest one always stays).
+``ACTLAB_VERSION_CACHE_BYTES`` (the latest one always stays). A version is loaded once however
+many requests ask for it at the same time, and never while holding the cache's lock: requests
+for cached versions are not held up by a load.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from service.errors import NotFound, Unavailable, quoted
 from service.memory import release_free_memory
 from service.repository import ModelFile, VerificationError, scan_repository, verify_model_file
-from service.runtime import ModelLoadError, ModelRuntime
+from service.runtime import ModelLoadError, ModelRuntime, parallel_runs_for
 from service.settings import Settings
 
 log = logging.getLogger("actlab.registry")
@@ -50,6 +53,8 @@ class ModelRegistry:
         self._versions: Mapping[str, tuple[int, ...]] = {}
         self._extra: OrderedDict[tuple[str, int], ModelRuntime] = OrderedDict()
         self._extra_sizes: dict[tuple[str, int], int] = {}  # model-file bytes of each
+        self._loading: dict[tuple[str, int], Future[ModelRuntime]] = {}  # loads in progress
+        self._generation = 0  # bumped by every reload: a load begun before one is not cached
         self._reload_lock = threading.Lock()
         self._extra_lock = threading.Lock()
         self._versions_lock = threading.Lock()
@@ -68,12 +73,16 @@ class ModelRegistry:
     def serving(self) -> Mapping[str, ModelRuntime]:
         return self._serving
 
-    def live_keys(self) -> set[tuple[str, int, str]]:
-        """(name, version, digest) of every runtime a request can reach now: the serving ones
-        and the pinned versions cached on demand."""
+    def live_runtimes(self) -> list[ModelRuntime]:
+        """Every runtime a request can reach now: the serving ones and the other versions
+        cached on demand."""
         with self._extra_lock:
             extra = list(self._extra.values())
-        return {(r.name, r.version, r.digest) for r in (*self._serving.values(), *extra)}
+        return [*self._serving.values(), *extra]
+
+    def live_keys(self) -> set[tuple[str, int, str]]:
+        """(name, version, digest) of every runtime in ``live_runtimes``."""
+        return {(r.name, r.version, r.digest) for r in self.live_runtimes()}
 
     def available_versions(self, name: str) -> tuple[int, ...]:
         return self._versions.get(name, ())
@@ -120,38 +129,61 @@ class ModelRegistry:
             if cached is not None:
                 self._extra.move_to_end(key)
                 return cached
-            files = {f.version: f for f in scan_repository(self.settings.models_dir).get(name, [])}
-            model_file = files.get(version) if version in self.available_versions(name) else None
-            if model_file is None:
-                raise NotFound(
-                    f"version {version} of model {name!r} is not available; available versions: "
-                    f"{', '.join(str(v) for v in self.available_versions(name))}",
-                    code="version_not_found",
-                )
-            try:
-                runtime = self._load(model_file)
-            except (VerificationError, ModelLoadError) as exc:
-                log.warning("version %s of %s cannot be served: %s", version, name, exc)
-                self._forget_version(name, version)
-                raise NotFound(
-                    f"version {version} of model {name!r} is in the repository but cannot be "
-                    f"served ({exc}); available versions: "
-                    f"{', '.join(str(v) for v in self.available_versions(name))}",
-                    code="version_not_found",
-                ) from exc
-            self._extra[key] = runtime
-            self._extra_sizes[key] = _file_size(model_file.path)
-            evicted = 0
-            while (
-                sum(self._extra_sizes.values()) > self.settings.version_cache_bytes
-                and len(self._extra) > 1
-            ):
-                oldest = next(iter(self._extra))
-                del self._extra[oldest], self._extra_sizes[oldest]
-                evicted += 1
+            pending = self._loading.get(key)
+            if pending is not None:  # another request is loading it: share that load
+                leader = False
+            else:
+                pending, leader = Future(), True
+                self._loading[key] = pending
+                generation = self._generation
+        if not leader:
+            return pending.result()
+        try:
+            runtime = self._load_version(name, version)
+        except BaseException as exc:
+            with self._extra_lock:
+                del self._loading[key]
+            pending.set_exception(exc)
+            raise
+        evicted = 0
+        with self._extra_lock:
+            del self._loading[key]
+            if generation == self._generation:  # else a reload began meanwhile: serve, don't keep
+                self._extra[key] = runtime
+                self._extra_sizes[key] = _file_size(runtime.path)
+                while (
+                    sum(self._extra_sizes.values()) > self.settings.version_cache_bytes
+                    and len(self._extra) > 1
+                ):
+                    oldest = next(iter(self._extra))
+                    del self._extra[oldest], self._extra_sizes[oldest]
+                    evicted += 1
+        pending.set_result(runtime)
         if evicted:
             release_free_memory()
         return runtime
+
+    def _load_version(self, name: str, version: int) -> ModelRuntime:
+        """Find, verify, load and warm one available version (no lock held)."""
+        files = {f.version: f for f in scan_repository(self.settings.models_dir).get(name, [])}
+        model_file = files.get(version) if version in self.available_versions(name) else None
+        if model_file is None:
+            raise NotFound(
+                f"version {version} of model {name!r} is not available; available versions: "
+                f"{', '.join(str(v) for v in self.available_versions(name))}",
+                code="version_not_found",
+            )
+        try:
+            return self._load(model_file)
+        except (VerificationError, ModelLoadError) as exc:
+            log.warning("version %s of %s cannot be served: %s", version, name, exc)
+            self._forget_version(name, version)
+            raise NotFound(
+                f"version {version} of model {name!r} is in the repository but cannot be "
+                f"served ({exc}); available versions: "
+                f"{', '.join(str(v) for v in self.available_versions(name))}",
+                code="version_not_found",
+            ) from exc
 
     def _forget_version(self, name: str, version: int) -> None:
         """Stop listing a version that failed to load (until a reload finds it again)."""
@@ -172,7 +204,11 @@ class ModelRegistry:
             inter_op_threads=self.settings.inter_op_threads,
         )
         runtime.warm_up(self.settings.warmup_runs)
-        runtime.enable_batching(self.settings.batch_max_size, self.settings.batch_max_wait_ms / 1e3)
+        runtime.enable_batching(
+            self.settings.batch_max_size,
+            self.settings.batch_max_wait_ms / 1e3,
+            parallel_runs_for(self.settings.intra_op_threads),
+        )
         return runtime
 
     def load_startup_models(self) -> ReloadReport:
@@ -209,6 +245,7 @@ class ModelRegistry:
             with self._extra_lock:
                 self._extra.clear()
                 self._extra_sizes.clear()
+                self._generation += 1
             self.skipped = report.skipped
             self.last_reload_at = time.time()
             return report

@@ -43,6 +43,13 @@ def cpu_quota(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
     return max(1, cpus)
 
 
+def parallel_runs_for(intra_op_threads: int) -> int:
+    """How many batched runs keep every usable CPU busy: CPUs ÷ intra-op threads (0 = the CPU
+    quota, so one run)."""
+    cpus = cpu_quota()
+    return max(1, cpus // (intra_op_threads if intra_op_threads > 0 else cpus))
+
+
 def _cgroup_cpu_limit(root: Path) -> float | None:
     try:
         text = (root / "cpu.max").read_text().split()
@@ -133,13 +140,16 @@ class ModelRuntime:
         for _ in range(runs):
             self.run(blank)
 
-    def enable_batching(self, max_batch_size: int, max_wait_s: float) -> None:
+    def enable_batching(
+        self, max_batch_size: int, max_wait_s: float, max_parallel_runs: int = 1
+    ) -> None:
         """Group concurrent ``run`` calls into shared runs (``service.batching``); 1 = off."""
         if max_batch_size > 1:
             self.batcher = DynamicBatcher(
                 self._run_session,
                 max_batch_size=max_batch_size,
                 max_wait_s=max_wait_s,
+                max_parallel_runs=max_parallel_runs,
                 name=self.name,
             )
 

@@ -126,6 +126,23 @@ def test_metrics_count_requests_inferences_timings_and_rejections(model_repo: Pa
         assert s[("actlab_rejections_total", (("reason", "invalid_image"),))] == 1.0
         assert s[("actlab_requests_in_flight", ())] == 1.0  # this /metrics request
         assert s[("actlab_models_loaded", ())] == 5.0
+        # batching is on by default; these requests came one at a time: one run each
+        relu = (("model", "tiny-relu"), ("version", "2"))
+        tanh = (("model", "tiny-tanh"), ("version", "1"))
+        assert s[("actlab_batched_runs_total", relu)] == 3.0
+        assert s[("actlab_batched_images_total", relu)] == 3.0
+        assert s[("actlab_batched_runs_total", tanh)] == 1.0
+        assert s[("actlab_batched_images_total", tanh)] == 2.0
+        assert s[("actlab_body_bytes_in_flight", ())] == 0.0  # every body was released
+
+
+def test_the_body_bytes_gauge_shows_bodies_being_read(model_repo: Path) -> None:
+    with running_app(make_settings(model_repo)) as client:
+        budget = client.app.state.body_budget  # type: ignore[attr-defined]
+        budget.reserve(12345)  # as a request part-way through its upload would
+        s = _samples(client.get("/metrics").text)
+        assert s[("actlab_body_bytes_in_flight", ())] == 12345.0
+        budget.release(12345)
 
 
 def test_metrics_registry_is_per_app(model_repo: Path) -> None:

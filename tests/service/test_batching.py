@@ -148,7 +148,7 @@ def test_a_caller_already_past_its_deadline_is_refused_without_queueing() -> Non
     (x,) = _inputs(1)
     with pytest.raises(DeadlineExceeded):
         batcher.run(x, should_stop=lambda: True)
-    assert model.sizes == [] and not batcher._queue and batcher._worker is None
+    assert model.sizes == [] and not batcher._queue and batcher._collectors == 0
 
 
 def test_the_collector_thread_exits_when_idle_and_restarts_on_demand() -> None:
@@ -157,19 +157,96 @@ def test_the_collector_thread_exits_when_idle_and_restarts_on_demand() -> None:
     (x,) = _inputs(1)
     batcher.run(x)
     deadline = time.monotonic() + 5
-    while batcher._worker is not None and time.monotonic() < deadline:
+    while batcher._collectors and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert batcher._worker is None
+    assert batcher._collectors == 0
     np.testing.assert_array_equal(batcher.run(x)[0], _affine(x)[0])
 
 
+def test_a_caller_giving_up_while_its_group_is_gathered_is_not_run() -> None:
+    """max_wait_s > 0: the collector holds the lone caller's batch while it waits for more; the
+    caller's deadline passes meanwhile: a 504 for it, and the emptied group never runs."""
+    model = Recorder()
+    batcher = DynamicBatcher(model, max_batch_size=4, max_wait_s=0.5)
+    (x,) = _inputs(1)
+    gives_up_at = time.monotonic() + 0.1
+    with pytest.raises(DeadlineExceeded):
+        batcher.run(x, should_stop=lambda: time.monotonic() > gives_up_at)
+    deadline = time.monotonic() + 5
+    while batcher._collecting and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert model.sizes == [] and batcher.batches_run == 0
+    np.testing.assert_array_equal(batcher.run(x)[0], _affine(x)[0])  # and it still serves
+
+
+class Overlap:
+    """A stand-in model held at a gate that records how many runs were inside it at once."""
+
+    def __init__(self) -> None:
+        self.inside = 0
+        self.most_inside = 0
+        self.lock = threading.Lock()
+        self.gate = threading.Event()
+        self.two_inside = threading.Event()
+
+    def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with self.lock:
+            self.inside += 1
+            self.most_inside = max(self.most_inside, self.inside)
+            if self.inside == 2:
+                self.two_inside.set()
+        self.gate.wait(10)
+        with self.lock:
+            self.inside -= 1
+        return _affine(batch)
+
+
+@pytest.mark.parametrize("parallel", [1, 2])
+def test_groups_run_side_by_side_up_to_max_parallel_runs(parallel: int) -> None:
+    model = Overlap()
+    batcher = DynamicBatcher(model, max_batch_size=2, max_wait_s=0.0, max_parallel_runs=parallel)
+    inputs = _inputs(5)
+    threads = [threading.Thread(target=batcher.run, args=(x,)) for x in inputs]
+    for thread in threads:
+        thread.start()
+    # with two runs allowed, a second group starts while the first is held at the gate
+    assert model.two_inside.wait(0.5 if parallel == 1 else 10) == (parallel == 2)
+    model.gate.set()
+    for thread in threads:
+        thread.join(10)
+    assert model.most_inside == parallel
+    assert batcher.images_run == 5 and batcher._collectors <= parallel
+
+
+def test_parallel_runs_fill_the_cpus_with_the_intra_op_threads() -> None:
+    from service.runtime import cpu_quota, parallel_runs_for
+
+    assert parallel_runs_for(0) == 1  # intra-op threads = the CPU quota: one run fills it
+    assert parallel_runs_for(1) == cpu_quota()
+    assert parallel_runs_for(10 * cpu_quota()) == 1
+
+
+def test_one_intra_op_thread_per_worker_batches_in_parallel_runs(model_repo: Path) -> None:
+    from service.runtime import cpu_quota
+
+    with running_app(make_settings(model_repo, intra_op_threads=1)) as client:
+        batcher = client.app.state.registry.get("tiny-relu").batcher  # type: ignore[attr-defined]
+        assert batcher is not None and batcher.max_parallel_runs == cpu_quota()
+
+
 @pytest.mark.parametrize(
-    ("size", "wait", "message"),
-    [(0, 0.0, "max_batch_size must be at least 1, got 0"), (2, -1.0, "max_wait_s must be 0")],
+    ("size", "wait", "parallel", "message"),
+    [
+        (0, 0.0, 1, "max_batch_size must be at least 1, got 0"),
+        (2, -1.0, 1, "max_wait_s must be 0"),
+        (2, 0.0, 0, "max_parallel_runs must be at least 1, got 0"),
+    ],
 )
-def test_bad_batcher_settings_are_rejected(size: int, wait: float, message: str) -> None:
+def test_bad_batcher_settings_are_rejected(
+    size: int, wait: float, parallel: int, message: str
+) -> None:
     with pytest.raises(ValueError, match=message):
-        DynamicBatcher(_affine, max_batch_size=size, max_wait_s=wait)
+        DynamicBatcher(_affine, max_batch_size=size, max_wait_s=wait, max_parallel_runs=parallel)
 
 
 def test_the_service_with_batching_answers_concurrent_requests_like_a_direct_run(
