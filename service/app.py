@@ -3,8 +3,8 @@
 Models load in the lifespan, in a background thread, so ``/health/live`` answers at once and
 ``/health/ready`` turns 200 when every startup model is warm. SIGHUP (and optional polling)
 reloads the repository off the event loop. Middleware, outermost first: metrics → CORS →
-API key → body size limit → request decompression (/v1/activations) → the routes (errors
-rendered by ``service.errors``).
+API key → body size limit → request decompression (/v1/activations) → body budget
+(/v1/activations) → the routes (errors rendered by ``service.errors``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from starlette.responses import Response
 
 from service import activation_api
 from service.auth import ApiKeyMiddleware
-from service.body_budget import BodyBudget
+from service.body_budget import BodyBudget, BodyBudgetMiddleware
 from service.content_encoding import DecompressBodyMiddleware
 from service.errors import ServiceError, install_error_handlers
 from service.head import HeadAsGetMiddleware
@@ -88,6 +88,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Routes whose JSON FastAPI parses whole on the event loop: a smaller limit, and their
     # Content-Encoding undone before FastAPI reads them.
     json_routes = {"/v1/activations/": activation_api.MAX_BODY_BYTES}
+    # innermost: counts the inflated bytes FastAPI accumulates, not the compressed ones
+    app.add_middleware(
+        BodyBudgetMiddleware,
+        budget=lambda: app.state.body_budget,
+        prefixes=json_routes,
+        on_reject=reject,
+    )
     app.add_middleware(DecompressBodyMiddleware, limits=json_routes, on_reject=reject)
     app.add_middleware(
         BodySizeLimitMiddleware,

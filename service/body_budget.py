@@ -10,19 +10,21 @@ reserved is released when its handling ends, whatever the outcome (``deps.body_r
 
 The budget counts the bytes read from the wire and inflated, not every transient copy made while
 parsing them; work past its deadline may keep its body briefly after the request's 504 (such
-work is bounded by ``ACTLAB_MAX_CONCURRENCY``). ``/v1/activations/*`` is not counted: FastAPI
-reads its JSON before any dependency runs, and its own body limit is 3 MB.
+work is bounded by ``ACTLAB_MAX_CONCURRENCY``). The JSON routes FastAPI parses whole before any
+dependency runs (``/v1/activations/*``) are counted by ``BodyBudgetMiddleware`` instead: each
+chunk as it arrives, decompressed, until the response is sent.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable, Iterable
 
 from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import ServiceError, Unavailable
-from service.limits import content_length
+from service.limits import content_length, send_error
 
 
 class BodyBudget:
@@ -120,3 +122,64 @@ async def read_reserved(request: Request, reservation: BodyReservation) -> bytes
     """The whole body (``request.body()``), reserved as it is read."""
     chunks = [chunk async for chunk in reserved_stream(request, reservation)]
     return b"".join(chunks)
+
+
+class BodyBudgetMiddleware:
+    """Counts the bodies of requests under ``prefixes`` in the budget, for routes whose body the
+    framework reads before a dependency could reserve it. Pure ASGI: each ``http.request`` chunk
+    is reserved as the application receives it; a chunk that does not fit stops the read, and
+    the request is answered 503 ``over_body_capacity`` (what the application was about to answer
+    is swallowed). Everything is released once the application returns, whatever the outcome."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        budget: Callable[[], BodyBudget],
+        prefixes: Iterable[str],
+        on_reject: Callable[[str], None] | None = None,
+    ) -> None:
+        self.app = app
+        self.budget = budget  # looked up per request: the app's budget, whatever it is then
+        self.prefixes = tuple(prefixes)
+        self.on_reject = on_reject
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope.get("path", "").startswith(self.prefixes):
+            await self.app(scope, receive, send)
+            return
+        reservation = BodyReservation(self.budget())
+        refused: Unavailable | None = None
+        response_started = False
+
+        async def counted_receive() -> Message:
+            nonlocal refused
+            if refused is not None:
+                raise refused
+            message = await receive()
+            if message["type"] == "http.request":
+                try:
+                    reservation.add(len(message.get("body", b"")))
+                except Unavailable as exc:
+                    refused = exc
+                    raise
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal response_started
+            if refused is not None:
+                return  # the 503 below replaces the application's answer to a cut-off body
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, guarded_send)
+        except Exception:
+            if refused is None:
+                raise
+        finally:
+            reservation.release()
+        if refused is not None and not response_started:
+            if self.on_reject is not None:
+                self.on_reject(refused.code)
+            await send_error(scope, receive, send, refused)

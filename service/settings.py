@@ -154,9 +154,10 @@ class Settings(BaseSettings):
     max_body_bytes_in_flight: int = Field(
         default=256_000_000,
         ge=1,
-        description="Bytes of request bodies held in memory at once across all image requests "
-        "(a declared Content-Length counts from the start, a compressed body also counts its "
-        "inflated bytes) → 503 with Retry-After beyond; at least twice ACTLAB_MAX_BODY_BYTES.",
+        description="Bytes of request bodies held in memory at once across all requests (an "
+        "image request's declared Content-Length counts from the start, a compressed body also "
+        "counts its inflated bytes) → 503 with Retry-After beyond; at least twice "
+        "ACTLAB_MAX_BODY_BYTES.",
     )
 
     @field_validator("model_versions", mode="before")

@@ -583,6 +583,60 @@ def test_nothing_stays_reserved_after_any_outcome(
     assert budget_of(client).in_use == 0
 
 
+EVAL = "/v1/activations/relu/eval"
+
+
+def eval_json(size: int) -> bytes:
+    """An activation evaluation request, padded with spaces to exactly ``size`` bytes."""
+    body = json.dumps({"x": [-1.0, 0.0, 2.0]}).encode()
+    return body + b" " * (size - len(body))
+
+
+def test_activation_json_bodies_are_held_in_the_budget_while_they_arrive(
+    client: TestClient,
+) -> None:
+    budget = budget_of(client)
+    upload = HeldUpload(eval_json(3000), first=1000)
+
+    async def scenario() -> tuple[int, int, int]:
+        async with asgi_client(client) as http:
+            task = upload.post(http, EVAL, {"content-type": "application/json"}, declared=False)
+            await upload.started()
+            held = budget.in_use
+            upload.go.set()
+            response = await task
+            return held, response.status_code, budget.in_use
+
+    assert in_portal(client, scenario) == (1000, 200, 0)
+
+
+def test_activation_json_beyond_the_budget_gets_503_and_the_server_keeps_serving(
+    client: TestClient,
+) -> None:
+    budget = budget_of(client)
+    before = rejections(client, "over_body_capacity")
+    body = eval_json(3000)
+    compressed = gzip.compress(body)
+    assert len(compressed) < 200  # the spaces: only the inflated bytes can fill the budget
+    budget.reserve(IN_FLIGHT - 1000)  # other requests' bodies
+    try:
+        for kwargs in (
+            {"content": body, "headers": {"content-type": "application/json"}},
+            {"content": compressed,
+             "headers": {"content-type": "application/json", "content-encoding": "gzip"}},
+        ):  # fmt: skip
+            response = client.post(EVAL, **kwargs)  # type: ignore[arg-type]
+            assert (response.status_code, response.json()) == (503, BUSY)
+            assert response.headers["retry-after"]
+            assert budget.in_use == IN_FLIGHT - 1000
+    finally:
+        budget.release(IN_FLIGHT - 1000)
+    response = client.post(EVAL, content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 200 and response.json()["y"] == [0.0, 0.0, 2.0]
+    assert budget.in_use == 0
+    assert rejections(client, "over_body_capacity") == before + 2
+
+
 def test_nothing_stays_reserved_after_an_over_capacity_503(client: TestClient) -> None:
     limiter = client.app.state.executor.limiter  # type: ignore[attr-defined]
     for _ in range(limiter.limit):  # other requests hold every inference slot
