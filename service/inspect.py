@@ -67,25 +67,32 @@ def saturation_bounds(card: ModelCard) -> Bounds | None:
 def site_statistics(
     name: str, tensor: str, values: NDArray[np.floating], bounds: Bounds | None
 ) -> SiteStats:
-    """Summary of one site's output for one image; ``values`` is [C, ...] (no batch axis)."""
-    v = np.asarray(values, dtype=np.float64)
+    """Summary of one site's output for one image; ``values`` is [C, ...] (no batch axis).
+
+    Reads the tensor in its own dtype (no float64 copy of the whole tensor): sums accumulate in
+    float64 and every threshold is a float64 scalar, so each comparison is made in float64 as
+    if the values had been converted first (about half the time of converting them)."""
+    v = np.asarray(values)
     flat = v.reshape(-1)
     per_channel = v.reshape(v.shape[0], -1) if v.ndim >= 1 else flat.reshape(1, -1)
+    count = max(flat.size, 1)
+    zero = np.float64(0.0)
     saturated: float | None = None
     if bounds is not None:
         low, high = bounds
         margin = SATURATION_MARGIN * (high - low)
-        saturated = float(np.mean((flat <= low + margin) | (flat >= high - margin)))
+        near = (flat <= np.float64(low + margin)) | (flat >= np.float64(high - margin))
+        saturated = float(np.count_nonzero(near) / count)
     return SiteStats(
         name=name,
         tensor=tensor,
         shape=tuple(int(d) for d in v.shape),
-        mean=float(flat.mean()),
-        std=float(flat.std()),
+        mean=float(flat.mean(dtype=np.float64)),
+        std=float(flat.std(dtype=np.float64)),
         min=float(flat.min()),
         max=float(flat.max()),
-        fraction_nonpositive=float(np.mean(flat <= 0.0)),
-        fraction_channels_nonpositive=float(np.mean(np.all(per_channel <= 0.0, axis=1))),
+        fraction_nonpositive=float(np.count_nonzero(flat <= zero) / count),
+        fraction_channels_nonpositive=float(np.mean(per_channel.max(axis=1) <= zero)),
         fraction_saturated=saturated,
     )
 
