@@ -9,16 +9,15 @@ a 94 MB ResNet-50 with the ``onnx`` package holds the GIL for about 0.2 s, stall
 request and the health checks; the append is one copy of the bytes. The file's SHA-256 is checked
 against the digest the serving runtime verified, so both sessions run the same bytes.
 
-Sessions are built lazily, on a model version's first inspection, and cached least recently used
-out within a byte budget (``ACTLAB_INSPECTION_CACHE_BYTES``, counted in model-file bytes; an
-inspection session of ResNet-50 takes about 2.5 times its file in memory).
+Sessions are built lazily, on a model version's first inspection (once, however many requests
+ask at the same time), and cached least recently used out within a byte budget
+(``ACTLAB_INSPECTION_CACHE_BYTES``, counted in model-file bytes; an inspection session of ResNet-50
+takes about 2.5 times its file in memory; ``service.load_once_cache``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import threading
-from collections import OrderedDict
 from collections.abc import Collection
 
 import numpy as np
@@ -27,7 +26,7 @@ import onnxruntime as ort
 from numpy.typing import NDArray
 
 from service.errors import DeadlineExceeded, ServiceError, Unprocessable
-from service.memory import release_free_memory
+from service.load_once_cache import LoadOnceCache
 from service.modelcard import INPUT_NAME, LOGITS_NAME, PROBABILITIES_NAME
 from service.runtime import ModelRuntime, session_options
 
@@ -131,70 +130,32 @@ class InspectionCache:
     def __init__(self, intra_op_threads: int, inter_op_threads: int, budget_bytes: int) -> None:
         self.intra_op_threads = intra_op_threads
         self.inter_op_threads = inter_op_threads
-        self.budget_bytes = budget_bytes
-        self._sessions: OrderedDict[SessionKey, InspectionSession] = OrderedDict()
-        self._lock = threading.Lock()
-        self._building: dict[SessionKey, threading.Lock] = {}
-        self._generation = 0  # how many times ``retain`` has run
-        self._live: frozenset[SessionKey] | None = None  # what the last ``retain`` kept
+        self._sessions: LoadOnceCache[SessionKey, InspectionSession] = LoadOnceCache(
+            budget_bytes, lambda session: session.size_bytes
+        )
 
     def __len__(self) -> int:
         return len(self._sessions)
 
     @property
+    def budget_bytes(self) -> int:
+        return self._sessions.budget_bytes
+
+    @property
     def size_bytes(self) -> int:
         """Model-file bytes of the cached sessions."""
-        with self._lock:
-            return sum(s.size_bytes for s in self._sessions.values())
+        return self._sessions.size_bytes
 
     def retain(self, live: Collection[SessionKey]) -> int:
         """Drop the sessions of models no longer served (after a reload); how many went."""
-        with self._lock:
-            self._generation += 1
-            self._live = frozenset(live)
-            stale = [key for key in self._sessions if key not in self._live]
-            for key in stale:
-                del self._sessions[key]
-        return len(stale)
+        kept = frozenset(live)
+        return self._sessions.invalidate(keep=lambda key: key in kept)
 
     def get(self, runtime: ModelRuntime) -> InspectionSession:
         key = (runtime.name, runtime.version, runtime.digest)
-        with self._lock:
-            cached = self._sessions.get(key)
-            if cached is not None:
-                self._sessions.move_to_end(key)
-                return cached
-            build_lock = self._building.setdefault(key, threading.Lock())
-            generation = self._generation
-        with build_lock:  # one build per key; concurrent first requests wait for it
-            with self._lock:
-                cached = self._sessions.get(key)
-            if cached is not None:
-                return cached
-            options = session_options(self.intra_op_threads, self.inter_op_threads)
-            try:
-                session = InspectionSession(runtime, options)
-            except BaseException:
-                with self._lock:
-                    self._building.pop(key, None)
-                raise
-            evicted = 0
-            with self._lock:
-                self._building.pop(key, None)
-                retired = generation != self._generation and key not in (self._live or ())
-                if not retired:
-                    self._sessions[key] = session
-                    evicted = self._evict_over_budget()
-            if evicted:
-                release_free_memory()
-            return session
+        return self._sessions.get_or_build(key, lambda: self._build(runtime))
 
-    def _evict_over_budget(self) -> int:
-        """Drop least recently used sessions until the rest fit the budget (lock held)."""
-        evicted = 0
-        total = sum(s.size_bytes for s in self._sessions.values())
-        while total > self.budget_bytes and len(self._sessions) > 1:
-            _, dropped = self._sessions.popitem(last=False)
-            total -= dropped.size_bytes
-            evicted += 1
-        return evicted
+    def _build(self, runtime: ModelRuntime) -> InspectionSession:
+        return InspectionSession(
+            runtime, session_options(self.intra_op_threads, self.inter_op_threads)
+        )

@@ -16,14 +16,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Mapping
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from service.errors import NotFound, Unavailable, quoted
-from service.memory import release_free_memory
+from service.load_once_cache import LoadOnceCache
 from service.repository import ModelFile, VerificationError, scan_repository, verify_model_file
 from service.runtime import ModelLoadError, ModelRuntime, parallel_runs_for
 from service.settings import Settings
@@ -51,12 +49,11 @@ class ModelRegistry:
         self.settings = settings
         self._serving: Mapping[str, ModelRuntime] = {}  # replaced whole, never mutated
         self._versions: Mapping[str, tuple[int, ...]] = {}
-        self._extra: OrderedDict[tuple[str, int], ModelRuntime] = OrderedDict()
-        self._extra_sizes: dict[tuple[str, int], int] = {}  # model-file bytes of each
-        self._loading: dict[tuple[str, int], Future[ModelRuntime]] = {}  # loads in progress
-        self._generation = 0  # bumped by every reload: a load begun before one is not cached
+        # other versions, loaded on demand: (name, version) → runtime, by model-file bytes
+        self._extra: LoadOnceCache[tuple[str, int], ModelRuntime] = LoadOnceCache(
+            settings.version_cache_bytes, lambda runtime: _file_size(runtime.path)
+        )
         self._reload_lock = threading.Lock()
-        self._extra_lock = threading.Lock()
         self._versions_lock = threading.Lock()
         self.startup_done = threading.Event()
         self.skipped: list[SkippedModel] = []
@@ -76,9 +73,7 @@ class ModelRegistry:
     def live_runtimes(self) -> list[ModelRuntime]:
         """Every runtime a request can reach now: the serving ones and the other versions
         cached on demand."""
-        with self._extra_lock:
-            extra = list(self._extra.values())
-        return [*self._serving.values(), *extra]
+        return [*self._serving.values(), *self._extra.values()]
 
     def live_keys(self) -> set[tuple[str, int, str]]:
         """(name, version, digest) of every runtime in ``live_runtimes``."""
@@ -123,45 +118,7 @@ class ModelRegistry:
             raise Unavailable("no valid model is loaded", code="not_ready", retry_after=30)
 
     def _get_extra_version(self, name: str, version: int) -> ModelRuntime:
-        key = (name, version)
-        with self._extra_lock:
-            cached = self._extra.get(key)
-            if cached is not None:
-                self._extra.move_to_end(key)
-                return cached
-            pending = self._loading.get(key)
-            if pending is not None:  # another request is loading it: share that load
-                leader = False
-            else:
-                pending, leader = Future(), True
-                self._loading[key] = pending
-                generation = self._generation
-        if not leader:
-            return pending.result()
-        try:
-            runtime = self._load_version(name, version)
-        except BaseException as exc:
-            with self._extra_lock:
-                del self._loading[key]
-            pending.set_exception(exc)
-            raise
-        evicted = 0
-        with self._extra_lock:
-            del self._loading[key]
-            if generation == self._generation:  # else a reload began meanwhile: serve, don't keep
-                self._extra[key] = runtime
-                self._extra_sizes[key] = _file_size(runtime.path)
-                while (
-                    sum(self._extra_sizes.values()) > self.settings.version_cache_bytes
-                    and len(self._extra) > 1
-                ):
-                    oldest = next(iter(self._extra))
-                    del self._extra[oldest], self._extra_sizes[oldest]
-                    evicted += 1
-        pending.set_result(runtime)
-        if evicted:
-            release_free_memory()
-        return runtime
+        return self._extra.get_or_build((name, version), lambda: self._load_version(name, version))
 
     def _load_version(self, name: str, version: int) -> ModelRuntime:
         """Find, verify, load and warm one available version (no lock held)."""
@@ -242,10 +199,7 @@ class ModelRegistry:
                     for name, files in found.items()
                 }
             self._serving = serving
-            with self._extra_lock:
-                self._extra.clear()
-                self._extra_sizes.clear()
-                self._generation += 1
+            self._extra.invalidate(keep=lambda key: False)  # a load running now is not kept
             self.skipped = report.skipped
             self.last_reload_at = time.time()
             return report

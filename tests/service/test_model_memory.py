@@ -136,9 +136,9 @@ def test_reloads_and_evictions_give_memory_back(
 ) -> None:
     calls: list[str] = []
     monkeypatch.setattr("service.reloading.release_free_memory", lambda: calls.append("reload"))
-    monkeypatch.setattr("service.registry.release_free_memory", lambda: calls.append("version"))
+    # versions and inspection sessions evict through service.load_once_cache
     monkeypatch.setattr(
-        "service.inspection_sessions.release_free_memory", lambda: calls.append("inspection")
+        "service.load_once_cache.release_free_memory", lambda: calls.append("evict")
     )
     make_model(model_repo_copy, "tiny-relu", "relu", 3, seed=3)  # type: ignore[operator]
     registry = _registry(model_repo_copy, version_cache_bytes=0)
@@ -147,9 +147,9 @@ def test_reloads_and_evictions_give_memory_back(
     cache.get(registry.get("tiny-relu"))
     assert calls == []  # nothing was evicted yet
     registry.get("tiny-relu", 2)
-    assert calls == ["version"]
+    assert calls == ["evict"]  # version 1 made room for version 2
     cache.get(registry.get("tiny-tanh"))
-    assert calls == ["version", "inspection"]
+    assert calls == ["evict", "evict"]  # tiny-relu's inspection session for tiny-tanh's
 
     reloader = Reloader(registry, Metrics())
     reloader.request_reload()
@@ -157,4 +157,4 @@ def test_reloads_and_evictions_give_memory_back(
     while reloader._worker is not None:
         assert time.monotonic() < deadline, "the reload did not finish"
         time.sleep(0.02)
-    assert calls == ["version", "inspection", "reload"]
+    assert calls == ["evict", "evict", "reload"]

@@ -108,7 +108,7 @@ def test_a_failed_load_fails_every_waiter_and_the_version_is_withdrawn(
     assert registry.available_versions("tiny-relu") == (1, 3) and loads.calls == [2]
     with pytest.raises(NotFound, match="version 2 of model 'tiny-relu' is not available"):
         registry.get("tiny-relu", 2)
-    assert not registry._loading
+    assert registry._extra.building == 0
 
 
 def test_a_load_that_a_reload_overtakes_is_served_but_not_kept(three_versions: Path) -> None:
