@@ -115,6 +115,13 @@ def inspect(client: TestClient, name: str, data: bytes, query: str = "") -> dict
     return body
 
 
+def post_noise(client: TestClient, path: str) -> Any:
+    """POST a noise PNG to ``path`` (the response, whatever its status)."""
+    return client.post(
+        path, content=png_bytes(noise_pixels()), headers={"content-type": "image/png"}
+    )
+
+
 # --------------------------------------------------------------------------- numbers
 
 
@@ -267,11 +274,7 @@ def _error(response: Any) -> dict[str, str]:
 
 
 def test_unknown_model_is_404(client: TestClient) -> None:
-    response = client.post(
-        "/v1/models/no-such-model/activations",
-        content=png_bytes(noise_pixels()),
-        headers={"content-type": "image/png"},
-    )
+    response = post_noise(client, "/v1/models/no-such-model/activations")
     assert response.status_code == 404
     error = _error(response)
     assert error["code"] == "model_not_found"
@@ -280,11 +283,7 @@ def test_unknown_model_is_404(client: TestClient) -> None:
 
 
 def test_unknown_version_is_404(client: TestClient) -> None:
-    response = client.post(
-        "/v1/models/tiny-relu/activations?version=9",
-        content=png_bytes(noise_pixels()),
-        headers={"content-type": "image/png"},
-    )
+    response = post_noise(client, "/v1/models/tiny-relu/activations?version=9")
     assert response.status_code == 404
     assert _error(response)["code"] == "version_not_found"
 
@@ -367,11 +366,7 @@ def test_model_without_sites_is_422_not_inspectable(model_repo: Path, tmp_path: 
     )
     with running_app(make_settings(repo, intra_op_threads=1)) as client:
         assert client.get("/health/ready").status_code == 200
-        response = client.post(
-            "/v1/models/bare/activations",
-            content=png_bytes(noise_pixels()),
-            headers={"content-type": "image/png"},
-        )
+        response = post_noise(client, "/v1/models/bare/activations")
         assert response.status_code == 422
         assert response.json() == {
             "error": {
@@ -380,11 +375,7 @@ def test_model_without_sites_is_422_not_inspectable(model_repo: Path, tmp_path: 
                 "re-export it with a current exporter to inspect it",
             }
         }
-        classify = client.post(
-            "/v1/models/bare/classify",
-            content=png_bytes(noise_pixels()),
-            headers={"content-type": "image/png"},
-        )
+        classify = post_noise(client, "/v1/models/bare/classify")
         assert classify.status_code == 200
 
 
@@ -404,11 +395,7 @@ def test_card_sites_missing_from_the_graph_are_422_naming_them(
     with running_app(make_settings(repo, intra_op_threads=1)) as client:
         assert client.get("/health/ready").status_code == 200
         for _ in range(2):  # a failed build is not cached as a success, nor does it stick
-            response = client.post(
-                "/v1/models/ghostly/activations",
-                content=png_bytes(noise_pixels()),
-                headers={"content-type": "image/png"},
-            )
+            response = post_noise(client, "/v1/models/ghostly/activations")
             assert response.status_code == 422
             assert response.json() == {
                 "error": {
