@@ -1,10 +1,10 @@
 """The FastAPI application: ``uvicorn service.app:create_app --factory``.
 
 Models load in the lifespan, in a background thread, so ``/health/live`` answers at once and
-``/health/ready`` turns 200 when every startup model is warm. SIGHUP (and optional polling)
-reloads the repository off the event loop. Middleware, outermost first: metrics → CORS →
-API key → body size limit → request decompression (/v1/activations) → body budget
-(/v1/activations) → the routes (errors rendered by ``service.errors``).
+``/health/ready`` turns 200 when the image decoders and every startup model are warm. SIGHUP
+(and optional polling) reloads the repository off the event loop. Middleware, outermost first:
+metrics → CORS → API key → body size limit → request decompression (/v1/activations) → body
+budget (/v1/activations) → the routes (errors rendered by ``service.errors``).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from service.body_budget import BodyBudget, BodyBudgetMiddleware
 from service.content_encoding import DecompressBodyMiddleware
 from service.errors import ServiceError, install_error_handlers
 from service.head import HeadAsGetMiddleware
+from service.imaging import warm_up_decoders
 from service.inspection_sessions import InspectionCache
 from service.limits import BodyLimitExceeded, BodySizeLimitMiddleware
 from service.logs import enable_service_logs
@@ -168,6 +169,15 @@ def _drop_stale_inspections(cache: InspectionCache, registry: ModelRegistry) -> 
         log.info("dropped %d inspection session(s) of models no longer served", dropped)
 
 
+def _start_up(reloader: Reloader) -> None:
+    """Before ready: the image decoders, then every model, loaded and warm."""
+    try:
+        warm_up_decoders()
+    except Exception:  # a missing codec fails that format's requests, not the startup
+        log.exception("warming up the image decoders failed")
+    reloader.startup()
+
+
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
@@ -179,7 +189,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     cache: InspectionCache = app.state.inspection_cache
     reloader.after_reload.append(lambda: _drop_stale_inspections(cache, registry))
     loop = asyncio.get_running_loop()
-    startup = loop.run_in_executor(None, reloader.startup)
+    startup = loop.run_in_executor(None, _start_up, reloader)
     sighup = install_sighup(loop, reloader)
     poller = (
         asyncio.create_task(poll_repository(reloader, settings))

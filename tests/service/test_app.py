@@ -302,9 +302,21 @@ def _has_example(node: object, schemas: dict[str, object], seen: set[str]) -> bo
     return False
 
 
-def test_the_service_never_imports_torch(model_repo: Path) -> None:
+DECODER_MODULES = [
+    "PIL.BmpImagePlugin",
+    "PIL.GifImagePlugin",
+    "PIL.JpegImagePlugin",
+    "PIL.PngImagePlugin",
+    "PIL.WebPImagePlugin",
+    "PIL._webp",
+]
+
+
+@pytest.fixture(scope="module")
+def fresh_process_at_ready(model_repo: Path) -> dict[str, object]:
+    """What a fresh interpreter has imported once the service is ready (no request served)."""
     code = (
-        "import sys\n"
+        "import json, sys\n"
         "from service.app import create_app\n"
         "from service.settings import Settings\n"
         "from fastapi.testclient import TestClient\n"
@@ -312,10 +324,23 @@ def test_the_service_never_imports_torch(model_repo: Path) -> None:
         "with TestClient(app) as client:\n"
         "    app.state.registry.startup_done.wait(60)\n"
         "    assert client.get('/health/ready').status_code == 200\n"
-        "print('torch' in sys.modules)\n"
+        f"    decoders = [name for name in {DECODER_MODULES!r} if name in sys.modules]\n"
+        "print(json.dumps({'torch': 'torch' in sys.modules, 'decoders': decoders}))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip() == "False"
+    loaded: dict[str, object] = json.loads(result.stdout.strip().splitlines()[-1])
+    return loaded
+
+
+def test_the_service_never_imports_torch(fresh_process_at_ready: dict[str, object]) -> None:
+    assert fresh_process_at_ready["torch"] is False
+
+
+def test_every_image_decoder_is_loaded_before_ready(
+    fresh_process_at_ready: dict[str, object],
+) -> None:
+    # Pillow loads plugins and codec libraries on first use: ≈30 ms on a first WebP request.
+    assert fresh_process_at_ready["decoders"] == DECODER_MODULES
