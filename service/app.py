@@ -33,7 +33,7 @@ from service.errors import ServiceError, install_error_handlers
 from service.head import HeadAsGetMiddleware
 from service.imaging import warm_up_decoders
 from service.inspection_sessions import InspectionCache
-from service.limits import BodyLimitExceeded, BodySizeLimitMiddleware
+from service.limits import ANSWERED_BY_BODY_LIMITS, BodySizeLimitMiddleware
 from service.logs import enable_service_logs
 from service.metrics import BatchingCollector, Metrics, MetricsMiddleware, RouteTemplates
 from service.openapi_doc import finish_openapi
@@ -102,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_body_bytes=settings.max_body_bytes,
         route_limits=json_routes,
         on_reject=reject,
+        body_timeout_s=settings.body_timeout_s,
     )
     if settings.api_key:
         app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key, on_reject=reject)
@@ -134,7 +135,9 @@ def _count_rejections(app: FastAPI, metrics: Metrics) -> None:
     """Wrap the installed error handlers so every rendered error counts as a rejection."""
 
     def reason_of(exc: Exception) -> str | None:
-        if isinstance(exc, BodyLimitExceeded) or isinstance(exc.__cause__, BodyLimitExceeded):
+        if isinstance(exc, ANSWERED_BY_BODY_LIMITS) or isinstance(
+            exc.__cause__, ANSWERED_BY_BODY_LIMITS
+        ):
             return None  # the body limit middleware answers and counts it
         if isinstance(exc, ServiceError):
             return exc.code

@@ -79,6 +79,13 @@ class Settings(BaseSettings):
         ge=1,
         description="Largest request body in bytes (enforced while it streams) → 413 beyond.",
     )
+    body_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Longest pause while a request body is arriving (before its first byte or "
+        "between two pieces), in seconds → 408 beyond, and what was reserved for the body is "
+        "freed.",
+    )
     max_pixels: int = Field(
         default=40_000_000,
         ge=1,

@@ -47,6 +47,7 @@ def _error(description: str) -> dict[str, Any]:
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: _error("Undecodable, truncated or empty image; bad base64."),
     404: _error("Unknown model or version (the message names it)."),
+    408: _error("The body stopped arriving for ACTLAB_BODY_TIMEOUT_S."),
     413: _error("Body over ACTLAB_MAX_BODY_BYTES."),
     415: _error("Image format or content type not allowed."),
     422: _error("Invalid fields, more than one image, too many pixels or frames."),

@@ -94,6 +94,10 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
         "description": "Undecodable, truncated or empty image; bad base64.",
     },
     404: {"model": ErrorResponse, "description": "Unknown model or version."},
+    408: {
+        "model": ErrorResponse,
+        "description": "The body stopped arriving for ACTLAB_BODY_TIMEOUT_S.",
+    },
     413: {"model": ErrorResponse, "description": "Body over ACTLAB_MAX_BODY_BYTES."},
     415: {"model": ErrorResponse, "description": "Image format or content type not allowed."},
     422: {"model": ErrorResponse, "description": "Invalid fields, too many pixels/frames/images."},

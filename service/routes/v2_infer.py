@@ -72,7 +72,7 @@ async def _infer(
     description=docs.INFER_DESCRIPTION,
     openapi_extra=docs.INFER_OPENAPI,
     response_class=Response,
-    responses=docs.infer_responses(400, 404, 413, 415, 422, 503, 504),
+    responses=docs.infer_responses(400, 404, 408, 413, 415, 422, 503, 504),
 )
 async def infer_serving(
     name: str,
@@ -96,7 +96,7 @@ async def infer_serving(
     description=docs.INFER_DESCRIPTION,
     openapi_extra=docs.INFER_OPENAPI,
     response_class=Response,
-    responses=docs.infer_responses(400, 404, 413, 415, 422, 503, 504),
+    responses=docs.infer_responses(400, 404, 408, 413, 415, 422, 503, 504),
 )
 async def infer_version(
     name: str,

@@ -11,6 +11,9 @@ _ERRORS: dict[int, tuple[str, str]] = {
     400: ("Bad input (caught before inference).", "input 'input' has shape [1, 3, 64, 64]; "
           "model 'tiny-relu' needs [N, 3, 32, 32]"),
     404: ("Unknown model or version.", "no model named 'x'; loaded models: tiny-relu"),
+    408: ("The body stopped arriving for ACTLAB_BODY_TIMEOUT_S (the connection is closed).",
+          "the request body stopped arriving: nothing came for 30 s after 65536 bytes "
+          "(ACTLAB_BODY_TIMEOUT_S); send the whole body without pausing that long"),
     413: ("Body over ACTLAB_MAX_BODY_BYTES.",
           "the request body is over the limit of 20000000 bytes"),
     415: ("Image format or Content-Encoding not supported.",

@@ -318,16 +318,19 @@ def _hang_up_mid_body(port: int, path: str, content_type: bytes, start: bytes) -
         time.sleep(0.2)  # the server is now waiting for the rest of the body
 
 
+PART = b'--x\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n'
+UNFINISHED_UPLOADS = [  # (path, content type, the well-formed start of a longer body)
+    ("/v1/models/tiny-relu/classify", b"image/png", GOOD_PNG[:1000]),
+    ("/v1/classify", b"multipart/form-data; boundary=x", PART + GOOD_PNG[:1000]),
+    ("/v2/models/tiny-relu/infer", b"application/json", b'{"inputs": [{"name": "input"'),
+    ("/v1/activations/relu/eval", b"application/json", b'{"x": [1, 2, 3'),
+]
+
+
 def test_a_client_hanging_up_mid_upload_is_not_a_server_error(
     model_repo: Path, tmp_path: Path
 ) -> None:
-    part = b'--x\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n'
-    uploads = [
-        ("/v1/models/tiny-relu/classify", b"image/png", GOOD_PNG[:1000]),
-        ("/v1/classify", b"multipart/form-data; boundary=x", part + GOOD_PNG[:1000]),
-        ("/v2/models/tiny-relu/infer", b"application/json", b'{"inputs": [{"name": "input"'),
-        ("/v1/activations/relu/eval", b"application/json", b'{"x": [1, 2, 3'),
-    ]
+    uploads = UNFINISHED_UPLOADS
     with uvicorn_server(model_repo, tmp_path) as server:
         for path, content_type, start in uploads:
             _hang_up_mid_body(server.port, path, content_type, start)
@@ -366,3 +369,52 @@ def test_startup_and_reloads_are_logged(
     with uvicorn_server(model_repo_copy, quiet, log_level="warning") as server:
         pass
     assert "actlab" not in server.log.read_text()
+
+
+def _read_until_closed(sock: socket.socket) -> bytes:
+    response = b""
+    while data := sock.recv(65536):
+        response += data
+    return response
+
+
+def test_a_stalled_upload_gets_408_and_frees_what_it_reserved(
+    model_repo: Path, tmp_path: Path
+) -> None:
+    declared = 1_000_000
+    with uvicorn_server(model_repo, tmp_path, body_timeout_s="2") as server:
+        stalled = []
+        for path, content_type, start in UNFINISHED_UPLOADS:
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+            sock.sendall(
+                b"POST " + path.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                + content_type + b"\r\nContent-Length: " + str(declared).encode() + b"\r\n\r\n"
+                + start
+            )  # fmt: skip
+            stalled.append(sock)
+        with server.client() as client:
+
+            def in_flight() -> float:
+                for line in client.get("/metrics").text.splitlines():
+                    if line.startswith("actlab_body_bytes_in_flight "):
+                        return float(line.split()[1])
+                raise AssertionError("no actlab_body_bytes_in_flight in /metrics")
+
+            # the two image uploads reserved their declared length before their first byte
+            _wait_for(lambda: in_flight() >= 2 * declared, timeout_s=2)
+            for sock, (path, _, _) in zip(stalled, UNFINISHED_UPLOADS, strict=True):
+                with sock:
+                    head, _, payload = _read_until_closed(sock).partition(b"\r\n\r\n")
+                assert head.startswith(b"HTTP/1.1 408 "), (path, head)
+                assert b"connection: close" in head.lower(), path
+                message = json.loads(payload)["error"]
+                if not path.startswith("/v2"):
+                    assert message["code"] == "body_timeout"
+                    message = message["message"]
+                assert message.startswith("the request body stopped arriving: nothing came for 2 s")
+            assert in_flight() == 0.0
+            metrics = client.get("/metrics").text
+            assert 'actlab_rejections_total{reason="body_timeout"} 4.0' in metrics
+            assert "Traceback" not in server.log.read_text()
+            served = client.post("/v1/models/tiny-relu/classify", content=GOOD_PNG, headers=RAW_PNG)
+            assert served.status_code == 200
