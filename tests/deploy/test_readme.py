@@ -193,6 +193,35 @@ def test_scaling_and_extension_sections_exist() -> None:
     assert "BENCHMARKS.md" in section(text, "Benchmarks")
 
 
+def test_readme_activation_costs_are_the_measured_ones() -> None:
+    """The activation-tax numbers the README quotes are those of the committed run."""
+    run = json.loads((REPO / "bench" / "results" / "activation_tax.json").read_text())
+    rows = {row["activation"]: row for row in run["rows"]}
+    text = readme()
+    theory = " ".join(section(text, "Seeing the theory").split())
+    torch_costs = re.search(
+        r"Mish and Softplus as exported by torch cost ([\d.]+)× and ([\d.]+)×", theory
+    )
+    fast_costs = re.search(
+        r"bring Mish to ([\d.]+)× and Softplus to ([\d.]+)× "
+        r"\(([\d.]+)× and ([\d.]+)× in single-thread",
+        theory,
+    )
+    within = re.search(r"(\d+) of the (\d+) activations measured", theory)
+    assert torch_costs and fast_costs and within, "the 'ReLU is cheap' sentences changed shape"
+    assert torch_costs.groups() == tuple(
+        f"{rows[name]['torch_ratio']:.1f}" for name in ("mish", "softplus")
+    )
+    assert fast_costs.groups() == tuple(
+        f"{rows[name][key]:.2f}"
+        for key in ("fast_ratio", "fast_cpu_ratio")
+        for name in ("mish", "softplus")
+    )
+    assert within.groups() == (str(sum(row["met"] for row in rows.values())), str(len(rows)))
+    benchmarks = " ".join(section(text, "Benchmarks").split())
+    assert f"against {rows['relu']['torch_ms']:.0f} ms here" in benchmarks
+
+
 @pytest.mark.slow
 def test_export_cli_commands_in_readme_exist() -> None:
     exports = [c for c in commands(readme()) if " -m export " in f"{c} "]
