@@ -167,6 +167,10 @@ def test_graph_is_qdq_with_per_channel_int8_weights(quantized: Quantized) -> Non
         assert dq.op_type == "DequantizeLinear"
         weight, scale = initializers[dq.input[0]], initializers[dq.input[1]]
         assert weight.data_type == onnx.TensorProto.INT8
+        # |w| ≤ 64: two uint8 × int8 products summed in 16 bits (AVX2 vpmaddubsw) stay
+        # within 2 · 255 · 64 = 32 640 ≤ 32 767, so they never saturate
+        values = onnx.numpy_helper.to_array(weight)
+        assert values.min() >= -64 and values.max() <= 64, (values.min(), values.max())
         out_channels = weight.dims[0]
         assert list(scale.dims) == [out_channels]  # one scale per output channel
     # The softmax stays float so probabilities still sum to 1.
