@@ -1,6 +1,7 @@
 """The INT8 variant the benchmark measures: exactly what ``python -m export build --quantize int8``
-publishes (``export.quantize``: static QDQ, per-channel int8 weights, uint8 activations, MinMax
-calibration, softmax kept in float), so the numbers describe the product, not a bench-only recipe.
+publishes (``export.quantize``: static QDQ, per-channel int8 weights within ±64, uint8
+activations, MinMax calibration, softmax kept in float), so the numbers describe the product, not
+a bench-only recipe.
 """
 
 from __future__ import annotations

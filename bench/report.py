@@ -203,8 +203,9 @@ def render_markdown(report: dict[str, Any], markdown: Path, chart: Path, narrati
         f"{_fmt(m.get('val_accuracy'), 3)} shapes validation accuracy (chance 0.125): random "
         f"deep features carry little shape information. It is timed as {m.get('arch')}, not judged "
         "as a classifier.",
-        f"- INT8: onnxruntime static QDQ quantization of that file (per-channel int8 weights, "
-        f"uint8 activations, MinMax calibration on {m.get('calibration_images')} images). "
+        f"- INT8: onnxruntime static QDQ quantization of that file (per-channel int8 weights "
+        f"within ±64, uint8 activations, MinMax calibration on "
+        f"{m.get('calibration_images')} images). "
         f"Because the {m.get('arch')}'s classes are near-ties, the **agreement target is "
         "measured on a trained classifier** quantized with the same recipe: "
         f"{a['arch']} trained {a['epochs']} epochs on shapes, val accuracy "

@@ -31,8 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("none", "int8"),
         default="none",
         help="int8: also publish <name>-int8, statically quantized with onnxruntime (QDQ, "
-        "per-channel int8 weights, uint8 activations), calibrated on training images, with its "
-        "top-1 agreement with the fp32 model on the validation split in its card",
+        "per-channel int8 weights within ±64, uint8 activations), calibrated on training images, "
+        "with its top-1 agreement with the fp32 model on the validation split in its card",
     )
     group.add_argument(
         "--calibration-images",
