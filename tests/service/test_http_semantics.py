@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
+from service_images import gradient_rgb, png
 
 GET_ROUTES = ["/health/live", "/health/ready", "/v1/models", "/v1/activations", "/metrics",
               "/v2", "/v2/health/ready", "/v2/models/tiny-relu"]  # fmt: skip
+
+GOOD_PNG = png(gradient_rgb(40, 40))
 
 
 @pytest.mark.parametrize("path", GET_ROUTES)
@@ -102,3 +105,31 @@ def test_an_unknown_query_parameter_is_named_not_ignored(
         assert body == {"error": message}
     else:
         assert body["error"] == {"code": "unknown_query_parameter", "message": message}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "message"),
+    [
+        ("POST", "/v1/models/tiny-relu/classify?top_k=3&top_k=5",
+         "query parameter 'top_k' given more than once; give each a single value"),
+        ("GET", "/v1/models/tiny-relu/linearity?seed=1&samples=2&seed=2&samples=3",
+         "query parameters 'seed', 'samples' given more than once; give each a single value"),
+    ],
+)  # fmt: skip
+def test_a_single_valued_query_parameter_given_twice_is_refused(
+    client: TestClient, method: str, path: str, message: str
+) -> None:
+    """FastAPI would keep the last value: the client could not tell which one was used."""
+    response = client.request(method, path, content=GOOD_PNG, headers={"content-type": "image/png"})
+    assert response.status_code == 422
+    assert response.json()["error"] == {"code": "repeated_query_parameter", "message": message}
+
+
+def test_a_list_query_parameter_may_repeat(client: TestClient) -> None:
+    response = client.post(
+        "/v1/compare?models=tiny-relu&models=tiny-tanh",
+        content=GOOD_PNG,
+        headers={"content-type": "image/png"},
+    )
+    assert response.status_code == 200
+    assert [result["model"] for result in response.json()["results"]] == ["tiny-relu", "tiny-tanh"]
