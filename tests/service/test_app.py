@@ -134,6 +134,10 @@ def test_metrics_count_requests_inferences_timings_and_rejections(model_repo: Pa
         assert s[("actlab_batched_runs_total", tanh)] == 1.0
         assert s[("actlab_batched_images_total", tanh)] == 2.0
         assert s[("actlab_body_bytes_in_flight", ())] == 0.0  # every body was released
+        # the startup routing pass (service.app._build_routing) is not a client request
+        counted = {dict(labels)["route"] for name, labels in s if name == "actlab_requests_total"}
+        assert counted == {route}
+        assert ("actlab_rejections_total", (("reason", "not_found"),)) not in s
 
 
 def test_the_body_bytes_gauge_shows_bodies_being_read(model_repo: Path) -> None:
