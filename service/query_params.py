@@ -15,6 +15,7 @@ import collections
 import types
 import typing
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 
 from fastapi import Request
 from fastapi.dependencies.models import Dependant
@@ -29,7 +30,7 @@ def _takes_a_list(annotation: object) -> bool:
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         return any(_takes_a_list(arg) for arg in typing.get_args(annotation))
-    return isinstance(origin, type) and issubclass(origin, Sequence) and origin is not str
+    return isinstance(origin, type) and issubclass(origin, (Sequence, AbstractSet))
 
 
 def declared_query_parameters(route: APIRoute) -> dict[str, bool]:
